@@ -1,0 +1,43 @@
+"""analytic-dpm: Analytic-DPM (Bao et al., ICLR 2022) as a tested numerical library.
+
+    import analytic_dpm as adpm
+    s = adpm.Schedule.linear(N=1000)
+    traj = adpm.even_trajectory(s.N, 10)
+    v = adpm.reverse_variances(s, traj, "analytic-ddpm", gamma=gamma)
+"""
+
+from .posterior import (
+    eps_from_x0,
+    gap,
+    lambda_sq,
+    posterior_coefficients,
+    posterior_mean,
+    residual_var,
+    sample_marginal,
+    score_from_eps,
+    x0_from_eps,
+)
+from .schedules import Schedule
+from .trajectories import (
+    ddim_stride_trajectory,
+    even_trajectory,
+    make_trajectory,
+    quadratic_trajectory,
+    transitions,
+    validate_trajectory,
+)
+from .variance import (
+    ANALYTIC_METHODS,
+    METHODS,
+    ReverseVariances,
+    ddpm_bounds,
+    ddpm_sigma_sq_opt,
+    handcrafted_sigma_sq,
+    pixel_clip_threshold,
+    reverse_variances,
+    sigma_sq_from_posterior_cov,
+    sigma_sq_opt,
+    theorem2_bounds,
+)
+
+__version__ = "0.1.0"
