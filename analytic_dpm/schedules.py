@@ -23,6 +23,21 @@ import numpy as np
 from ._validate import _show, as_float, as_float_array, as_int
 
 
+def _prefix_sum_double_double(x: np.ndarray):
+    """Prefix sums [0, x_1, x_1 + x_2, …] as unevaluated pairs hi + lo (Knuth's TwoSum), error ~ 1 ulp of each sum."""
+    hi = np.zeros(x.size + 1)
+    lo = np.zeros(x.size + 1)
+    h, l = 0.0, 0.0
+    for i, v in enumerate(x.tolist(), start=1):
+        s = h + v
+        bp = s - h
+        err = (h - (s - bp)) + (v - bp)
+        l += err
+        h, l = s + l, l - ((s + l) - s)  # renormalise
+        hi[i], lo[i] = h, l
+    return hi, lo
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
@@ -38,20 +53,30 @@ class Schedule:
 
     log_alpha_bar: np.ndarray
     name: str = "custom"
+    beta_given: np.ndarray | None = field(default=None, repr=False)
+    _log_alpha_bar_lo: np.ndarray = field(init=False, repr=False)
     beta: np.ndarray = field(init=False, repr=False)
     alpha: np.ndarray = field(init=False, repr=False)
     alpha_bar: np.ndarray = field(init=False, repr=False)
     beta_bar: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
-        lab = _readonly(self.log_alpha_bar)
-        object.__setattr__(self, "log_alpha_bar", lab)
-        # β_n = 1 − ᾱ_n/ᾱ_{n−1}; α_n = ᾱ_n/ᾱ_{n−1}
-        step = np.diff(lab, prepend=0.0)
-        object.__setattr__(self, "beta", _readonly(-np.expm1(step)))
-        object.__setattr__(self, "alpha", _readonly(np.exp(step)))
-        object.__setattr__(self, "alpha_bar", _readonly(np.exp(lab)))
-        object.__setattr__(self, "beta_bar", _readonly(-np.expm1(lab)))
+        lab = np.asarray(self.log_alpha_bar, dtype=np.float64)
+        if self.beta_given is not None:
+            # Built from β: keep the given β exactly and accumulate log ᾱ in double-double precision, so that
+            # differences log ᾱ_t − log ᾱ_s (the skip quantities) keep full relative precision.
+            beta = np.array(self.beta_given, dtype=np.float64)
+            hi, lo = _prefix_sum_double_double(np.log1p(-beta[1:]))
+        else:
+            beta = -np.expm1(np.diff(lab, prepend=0.0))
+            hi, lo = lab, np.zeros_like(lab)
+        object.__setattr__(self, "log_alpha_bar", _readonly(hi))
+        object.__setattr__(self, "_log_alpha_bar_lo", _readonly(lo))
+        object.__setattr__(self, "beta", _readonly(beta))
+        object.__setattr__(self, "alpha", _readonly(1.0 - beta))
+        object.__setattr__(self, "alpha_bar", _readonly(np.exp(hi + lo)))
+        object.__setattr__(self, "beta_bar", _readonly(-np.expm1(hi + lo)))
+        object.__setattr__(self, "beta_given", None)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -67,8 +92,7 @@ class Schedule:
                 f"betas must lie in the open interval (0, 1) and be finite; got {_show(b[idx])} at "
                 f"n = {_show(idx + 1)}. Each β_n is a per-step noise variance: use values such as 1e-4..0.02."
             )
-        lab = np.concatenate([[0.0], np.cumsum(np.log1p(-b))])
-        return cls(lab, name=name)
+        return cls(np.zeros(b.size + 1), name=name, beta_given=np.concatenate([[0.0], b]))
 
     @classmethod
     def from_alpha_bar(cls, alpha_bar, name: str = "custom") -> "Schedule":
@@ -152,9 +176,10 @@ class Schedule:
         return s, t
 
     def log_skip_alpha(self, s, t) -> np.ndarray:
-        """log α_{t|s} = log ᾱ_t − log ᾱ_s."""
+        """log α_{t|s} = log ᾱ_t − log ᾱ_s (from the double-double log ᾱ: full relative precision)."""
         s, t = self._check_pair(s, t)
-        return self.log_alpha_bar[t] - self.log_alpha_bar[s]
+        lo = self._log_alpha_bar_lo
+        return (self.log_alpha_bar[t] - self.log_alpha_bar[s]) + (lo[t] - lo[s])
 
     def skip_alpha(self, s, t) -> np.ndarray:
         """α_{t|s} = ᾱ_t / ᾱ_s (s < t)."""

@@ -130,9 +130,14 @@ def sigma_sq_from_posterior_cov(schedule: Schedule, s, t, cov_x0, family: str = 
 
 
 def ddpm_sigma_sq_opt(schedule: Schedule, s, t, gamma_t) -> np.ndarray:
-    """Corollary 2 on a trajectory: σ*²_{s|t} = (β_{t|s}/α_{t|s})(1 − β_{t|s} Γ_t/β̄_t) (DDPM family)."""
+    """Corollary 2 on a trajectory: σ*²_{s|t} = (β_{t|s}/α_{t|s})(1 − β_{t|s} Γ_t/β̄_t) (DDPM family).
+
+    Evaluated as the equal convex combination (1 − Γ_t)·β_{t|s}/α_{t|s} + Γ_t·β̃_{s|t} of Corollary 3's two bounds
+    (use β̄_t − β_{t|s} = α_{t|s} β̄_s), which avoids the cancellation in 1 − β_{t|s}/β̄_t when both are near 1.
+    """
+    g = np.asarray(gamma_t, dtype=np.float64)
     b_ts = schedule.skip_beta(s, t)
-    return b_ts / schedule.skip_alpha(s, t) * (1.0 - b_ts * np.asarray(gamma_t, dtype=np.float64) / schedule.beta_bar[t])
+    return (1.0 - g) * (b_ts / schedule.skip_alpha(s, t)) + g * schedule.skip_beta_tilde(s, t)
 
 
 def ddpm_bounds(schedule: Schedule, s, t, data_range=(-1.0, 1.0)):
