@@ -68,14 +68,14 @@ class Schedule:
             beta = np.array(self.beta_given, dtype=np.float64)
             hi, lo = _prefix_sum_double_double(np.log1p(-beta[1:]))
         else:
-            beta = -np.expm1(np.diff(lab, prepend=0.0))
+            beta = 0.0 - np.expm1(np.diff(lab, prepend=0.0))
             hi, lo = lab, np.zeros_like(lab)
         object.__setattr__(self, "log_alpha_bar", _readonly(hi))
         object.__setattr__(self, "_log_alpha_bar_lo", _readonly(lo))
         object.__setattr__(self, "beta", _readonly(beta))
         object.__setattr__(self, "alpha", _readonly(1.0 - beta))
         object.__setattr__(self, "alpha_bar", _readonly(np.exp(hi + lo)))
-        object.__setattr__(self, "beta_bar", _readonly(-np.expm1(hi + lo)))
+        object.__setattr__(self, "beta_bar", _readonly(0.0 - np.expm1(hi + lo)))
         object.__setattr__(self, "beta_given", None)
 
     # ------------------------------------------------------------------ constructors
