@@ -1,0 +1,571 @@
+"""The one ancestral sampling loop, for numpy and torch (P §2, §4; facts file §1, §3.3, §3.4).
+
+The reverse process on a trajectory is p(x_{τ_K}) = N(0, I), p(x_s | x_t) = N(μ_{s|t}(x_t), σ²_{s|t} I) with the
+mean of Theorem 1 (P eq. 6 on a trajectory) evaluated at the network's ε̂ and σ² from Theorem 1 or a baseline.
+
+Every per-timestep quantity is a scalar, so it is computed once in float64 numpy for the whole trajectory and stored
+in a :class:`CoefficientTable`. The loop over k = K..1, transition (s, t) = (τ_{k−1}, τ_k), then only does
+
+    x̂_0 = x0_from_xt · x_t + x0_from_eps · ε̂          (= (x_t − √β̄_t ε̂)/√ᾱ_t, optionally clamped to the data range)
+    x_s = coef_x0 · x̂_0 + coef_xt · x_t + coef_eps · ε̂ + noise_scale · z,   z ~ N(0, I)
+
+on whatever array it is given (a numpy float64 array, or a torch tensor on any device). The mean follows the
+official code: DDPM family μ = μ̃_{s|t}(x_t, x̂_0), the mean of q(x_s | x_t, x_0) (coef_eps = 0), DDIM family
+μ = √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂ with the raw ε̂ (coef_xt = 0). Without clamping the two forms are the same number.
+The last step (s = 0) returns its mean, x̂_0, without noise.
+
+Random numbers: sample i (counted from ``first_index``) draws its start x_{τ_K} and all its noise from a numpy
+generator determined by (seed, i) only — precisely, samples come in fixed chunks of :data:`NOISE_CHUNK` and each chunk
+has its own ``SeedSequence(seed, spawn_key=(tag, chunk))`` stream. So the output does not depend on ``batch_size``,
+on ``num_samples`` or on how a run is split over processes, and the torch backend sees the same numbers as numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._validate import as_float, as_int, choice
+from .posterior import family_of, posterior_coefficients, residual_var
+from .schedules import Schedule
+from .variance import ReverseVariances, pixel_clip_threshold, reverse_variances
+
+#: Samples per random stream: sample i uses stream ⌊i / NOISE_CHUNK⌋, row i mod NOISE_CHUNK. Changing it changes
+#: every sample, so it is a fixed constant of the format.
+NOISE_CHUNK = 16
+_STREAM_TAG = 0x73616D70  # "samp": keeps these streams apart from other users of SeedSequence(seed).spawn(...)
+BACKENDS = ("numpy", "torch")
+_FILE_FORMAT = "analytic_dpm.sampling/1"
+
+
+# ======================================================================================== coefficient table
+@dataclass(frozen=True, eq=False)
+class CoefficientTable:
+    """Per-transition float64 coefficients of the reverse chain; entry k−1 belongs to (s, t) = (τ_{k−1}, τ_k).
+
+    One step is x_s = coef_x0·x̂_0 + coef_xt·x_t + coef_eps·ε̂ + noise_scale·z with
+    x̂_0 = x0_from_xt·x_t + x0_from_eps·ε̂. ``sigma_sq`` is the variance the sampler uses: ``variances.sigma_sq``
+    with the optional pixel clip on (τ_1, τ_2) applied and 0 on the last step (s = 0), which outputs its mean.
+    """
+
+    schedule: Schedule
+    trajectory: np.ndarray  #: [0, τ_1, …, τ_K]
+    method: str
+    family: str  #: 'ddpm' or 'ddim'
+    eta: float
+    data_range: tuple | None  #: the (a, b) used for Theorem 2's eq. 12 and for clamping x̂_0
+    s: np.ndarray  #: τ_{k−1}, int64 (K,)
+    t: np.ndarray  #: τ_k, int64 (K,)
+    coef_x0: np.ndarray  #: a: multiplies x̂_0
+    coef_xt: np.ndarray  #: b: multiplies x_t (0 for the DDIM family)
+    coef_eps: np.ndarray  #: e: multiplies the raw ε̂ (0 for the DDPM family)
+    noise_scale: np.ndarray  #: c = √sigma_sq, multiplies z ~ N(0, I)
+    sigma_sq: np.ndarray  #: σ² used by the sampler (0 at s = 0; pixel clip applied)
+    x0_from_xt: np.ndarray  #: 1/√ᾱ_t
+    x0_from_eps: np.ndarray  #: −√(β̄_t/ᾱ_t)
+    variances: ReverseVariances  #: the Theorem 1/2 variances this table came from
+    sigma_sq_clip_threshold: float | None  #: (y·(2/255)·√(π/2))² when ``clip_sigma_pixel = y`` was given
+    sigma_sq_clipped: np.ndarray  #: True where the pixel clip lowered σ² (only ever entry 1, i.e. (τ_1, τ_2))
+
+    @property
+    def K(self) -> int:
+        """Number of reverse transitions."""
+        return int(self.s.shape[0])
+
+    def __len__(self) -> int:
+        return self.K
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that determines the chain (timesteps and every coefficient)."""
+        h = hashlib.sha256()
+        for name in ("s", "t", "coef_x0", "coef_xt", "coef_eps", "noise_scale", "x0_from_xt", "x0_from_eps"):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        return h.hexdigest()
+
+
+def _check_data_range(data_range):
+    if data_range is None:
+        return None
+    try:
+        a, b = data_range
+    except (TypeError, ValueError):
+        raise TypeError(f"data_range must be a pair (a, b) or None; got {data_range!r}.") from None
+    a, b = as_float("data_range[0]", a), as_float("data_range[1]", b)
+    if not a < b:
+        raise ValueError(f"data_range must be (a, b) with a < b, e.g. (-1.0, 1.0); got {data_range!r}.")
+    return (a, b)
+
+
+def coefficient_table(
+    schedule: Schedule,
+    trajectory,
+    method: str,
+    gamma=None,
+    eta: float = 0.0,
+    data_range=(-1.0, 1.0),
+    clip: bool = True,
+    clip_sigma_pixel: float | None = None,
+) -> CoefficientTable:
+    """The sampler's coefficients along ``trajectory`` for one of the five methods, in float64.
+
+    σ² comes from :func:`~analytic_dpm.variance.reverse_variances` (same ``method``, ``gamma``, ``eta``,
+    ``data_range``, ``clip``). Means (facts §3.3): DDPM family μ̃_{s|t} = coef_x0·x̂_0 + coef_xt·x_t
+    (:func:`~analytic_dpm.posterior.posterior_coefficients`); DDIM family μ = √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂.
+    ``clip_sigma_pixel = y`` (P App. F.2) sets σ² = min(σ², (y·(2/255)·√(π/2))²) on the transition (τ_1, τ_2) only,
+    the second one (k = 2); with K = 1 there is no such transition and nothing is clipped. The last transition
+    (s = 0) gets coef_x0 = 1, coef_xt = coef_eps = 0 and σ² = 0: it outputs x̂_0.
+    """
+    var = reverse_variances(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip)
+    data_range = _check_data_range(data_range)
+    if not isinstance(clip, (bool, np.bool_)):
+        raise TypeError(f"clip must be True or False; got {clip!r}.")
+    s, t = var.s.copy(), var.t.copy()
+    family = family_of(method)
+    eta = var.eta
+    if family == "ddpm":
+        coef_x0, coef_xt, _ = posterior_coefficients(schedule, s, t, family, eta)
+        coef_eps = np.zeros_like(coef_x0)
+    else:
+        coef_x0 = np.sqrt(schedule.alpha_bar[s])
+        coef_eps = np.sqrt(residual_var(schedule, s, t, family, eta))
+        coef_xt = np.zeros_like(coef_x0)
+    coef_x0, coef_xt, coef_eps = (np.array(c, dtype=np.float64) for c in (coef_x0, coef_xt, coef_eps))
+    sigma_sq = np.array(var.sigma_sq, dtype=np.float64)
+
+    threshold = None
+    clipped = np.zeros(sigma_sq.shape, dtype=bool)
+    if clip_sigma_pixel is not None:
+        threshold = pixel_clip_threshold(clip_sigma_pixel)
+        if sigma_sq.shape[0] >= 2 and sigma_sq[1] > threshold:
+            sigma_sq[1] = threshold
+            clipped[1] = True
+
+    # last step, s = τ_0 = 0: β̄_0 = 0 so coef_xt = coef_eps = 0 and coef_x0 = 1 analytically; store them exactly
+    assert s[0] == 0
+    coef_x0[0], coef_xt[0], coef_eps[0], sigma_sq[0] = 1.0, 0.0, 0.0, 0.0
+
+    arrays = dict(
+        coef_x0=coef_x0, coef_xt=coef_xt, coef_eps=coef_eps, noise_scale=np.sqrt(sigma_sq), sigma_sq=sigma_sq,
+        x0_from_xt=np.exp(-0.5 * schedule.log_alpha_bar[t]),
+        x0_from_eps=-np.sqrt(schedule.beta_bar[t] / schedule.alpha_bar[t]),
+    )
+    for a in (*arrays.values(), s, t, clipped):
+        a.setflags(write=False)
+    return CoefficientTable(
+        schedule=schedule, trajectory=var.trajectory, method=method, family=family, eta=eta, data_range=data_range,
+        s=s, t=t, variances=var, sigma_sq_clip_threshold=threshold, sigma_sq_clipped=clipped, **arrays,
+    )
+
+
+# ======================================================================================== one step
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _clamp(x, lo: float, hi: float):
+    if isinstance(x, np.ndarray):
+        return np.clip(x, lo, hi)
+    return x.clamp(lo, hi)
+
+
+def _predict_x0(tab: CoefficientTable, i: int, x_t, eps_hat, clamp):
+    x0 = float(tab.x0_from_xt[i]) * x_t + float(tab.x0_from_eps[i]) * eps_hat
+    return x0 if clamp is None else _clamp(x0, *clamp)
+
+
+def _step(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
+    """x_s for transition index i = k − 1 (no checks; the loop calls this)."""
+    x0 = _predict_x0(tab, i, x_t, eps_hat, clamp)
+    a, b, e, c = (float(v[i]) for v in (tab.coef_x0, tab.coef_xt, tab.coef_eps, tab.noise_scale))
+    out = x0 if a == 1.0 else a * x0
+    if b != 0.0:
+        out = out + b * x_t
+    if e != 0.0:
+        out = out + e * eps_hat
+    if c != 0.0 and noise is not None:
+        out = out + c * noise
+    return out
+
+
+def _clamp_range(clip_x0, data_range):
+    if clip_x0 is None or clip_x0 is False:
+        return None
+    if clip_x0 is not True:
+        raise TypeError(f"clip_x0 must be True, False or None; got {clip_x0!r}.")
+    if data_range is None:
+        raise ValueError(
+            "clip_x0=True clamps x̂_0 to data_range, but data_range is None. Pass data_range=(a, b), e.g. "
+            "(-1.0, 1.0) for images, or leave clip_x0 off for unbounded data."
+        )
+    return data_range
+
+
+def _check_k(table, k) -> int:
+    if not isinstance(table, CoefficientTable):
+        raise TypeError(f"table must be a CoefficientTable from coefficient_table(...); got {type(table).__name__}.")
+    k = as_int("k", k, minimum=1, fix=f"k numbers the transitions (τ_{{k−1}}, τ_k), 1 <= k <= K = {table.K}.")
+    if k > table.K:
+        raise ValueError(f"k must satisfy 1 <= k <= K = {table.K}; got k = {k}.")
+    return k
+
+
+def predict_x0(table: CoefficientTable, k: int, x_t, eps_hat, clip_x0=None):
+    """x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t at t = τ_k, clamped to ``table.data_range`` when ``clip_x0``."""
+    k = _check_k(table, k)
+    return _predict_x0(table, k - 1, x_t, eps_hat, _clamp_range(clip_x0, table.data_range))
+
+
+def reverse_step(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None):
+    """One reverse transition from x_{τ_k} to x_{τ_{k−1}} (k = 1..K): μ(x_t, ε̂) + √σ² · noise.
+
+    μ is the DDPM posterior mean μ̃_{s|t}(x_t, x̂_0) or the DDIM mean √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂; ``noise=None``
+    returns the mean. Works on numpy arrays and torch tensors alike; this is the exact step :func:`sample` runs.
+    """
+    k = _check_k(table, k)
+    return _step(table, k - 1, x_t, eps_hat, noise, _clamp_range(clip_x0, table.data_range))
+
+
+# ======================================================================================== noise streams
+def _stream(seed: int, chunk: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(_STREAM_TAG, chunk))))
+
+
+class _BatchNoise:
+    """Standard normal draws for global sample indices [lo, hi): one stream per chunk of NOISE_CHUNK samples.
+
+    Every call draws a whole chunk from each stream and returns the rows of this batch, so sample i sees the same
+    numbers whatever the batch boundaries are.
+    """
+
+    def __init__(self, seed: int, lo: int, hi: int, shape: tuple):
+        c0, c1 = lo // NOISE_CHUNK, (hi - 1) // NOISE_CHUNK
+        self.gens = [_stream(seed, c) for c in range(c0, c1 + 1)]
+        self.buf = np.empty((len(self.gens) * NOISE_CHUNK, *shape), dtype=np.float64)
+        self.rows = slice(lo - c0 * NOISE_CHUNK, hi - c0 * NOISE_CHUNK)
+
+    def draw(self) -> np.ndarray:
+        """A view into a reused buffer: valid until the next draw."""
+        C = NOISE_CHUNK
+        for j, g in enumerate(self.gens):
+            g.standard_normal(out=self.buf[j * C:(j + 1) * C])
+        return self.buf[self.rows]
+
+
+# ======================================================================================== argument checks
+def _check_shape(shape) -> tuple:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of positive ints (one sample's shape, e.g. (2,) or (3, 32, 32)); "
+                        f"got {shape!r}.") from None
+    if len(shape) == 0 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                  for v in shape):
+        raise ValueError(f"shape must be a non-empty tuple of positive ints (one sample's shape, e.g. (2,) or "
+                         f"(3, 32, 32), without the batch dimension); got {shape!r}.")
+    return tuple(int(v) for v in shape)
+
+
+def _torch_setup(device, dtype):
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        raise ImportError("backend='torch' needs PyTorch; install it or use backend='numpy'.") from None
+    names = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
+    if dtype is None:
+        dtype = torch.float32
+    elif isinstance(dtype, str):
+        if dtype not in names:
+            raise ValueError(f"dtype for backend='torch' must be torch.float32 or torch.float64; got {dtype!r}.")
+        dtype = names[dtype]
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype for backend='torch' must be torch.float32 or torch.float64; got {dtype!r}. "
+                         "Lower precision belongs inside the eps_model (e.g. autocast), not in the chain.")
+    try:
+        device = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}.") from None
+    return torch, device, dtype
+
+
+def _check_eps_output(eps, x, backend: str, t: int):
+    if backend == "numpy":
+        if not isinstance(eps, np.ndarray):
+            raise TypeError(f"eps_model(x, {t}) must return a numpy array for backend='numpy' (the same type as x); "
+                            f"got {type(eps).__name__}.")
+    else:
+        if not _is_torch(eps) or not hasattr(eps, "device"):
+            raise TypeError(f"eps_model(x, {t}) must return a torch.Tensor for backend='torch' (the same type as x); "
+                            f"got {type(eps).__name__}.")
+        if eps.device != x.device:
+            raise ValueError(f"eps_model(x, {t}) returned a tensor on {eps.device}, but x is on {x.device}; "
+                             "return ε̂ on the same device as x.")
+    if tuple(eps.shape) != tuple(x.shape):
+        raise ValueError(
+            f"eps_model(x, {t}) must return ε̂ with the shape of x, {tuple(x.shape)}; got {tuple(eps.shape)}. "
+            "A model that also outputs variances (2C channels) needs an adapter that returns only ε̂."
+        )
+    finite = bool(np.isfinite(eps).all()) if backend == "numpy" else bool(eps.isfinite().all())
+    if not finite:
+        raise ValueError(f"eps_model(x, {t}) returned non-finite values on its first call; check the model and x.")
+
+
+# ======================================================================================== resumable output file
+def _merge(ranges):
+    out = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _covered(ranges, lo, hi) -> bool:
+    return any(a <= lo and hi <= b for a, b in ranges)
+
+
+class _OutFile:
+    """Samples in a .npy file (memory-mapped, written batch by batch) plus ``<path>.json`` recording which
+    sample ranges are complete and the arguments that produced them."""
+
+    def __init__(self, path, meta: dict, np_dtype, full_shape: tuple):
+        path = os.fspath(path)
+        if not path.endswith(".npy"):
+            raise ValueError(f"out must be a path ending in .npy (written in place batch by batch, with a "
+                             f"'{os.path.basename(path)}.json' progress file beside it); got {path!r}.")
+        self.path, self.json_path, self.meta = path, path + ".json", meta
+        have_npy, have_json = os.path.exists(path), os.path.exists(self.json_path)
+        if have_npy and have_json:
+            with open(self.json_path) as f:
+                saved = json.load(f)
+            old = saved.get("meta", {})
+            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            if diff:
+                show = "; ".join(f"{k}: file has {old.get(k)!r}, this call has {meta.get(k)!r}" for k in diff)
+                if "table" in diff:
+                    show += (" — 'table' fingerprints the coefficients: schedule, trajectory, method, gamma, eta, "
+                             "data_range, clip and clip_sigma_pixel")
+                raise ValueError(
+                    f"out={path!r} holds samples from different arguments ({show}). Rerun with the original "
+                    "arguments to resume, or pass another out path (or delete both files) to start afresh."
+                )
+            self.mm = np.lib.format.open_memmap(path, mode="r+")
+            if self.mm.shape != full_shape or self.mm.dtype != np_dtype:
+                raise ValueError(f"out={path!r} has shape {self.mm.shape} and dtype {self.mm.dtype}; expected "
+                                 f"{full_shape} and {np.dtype(np_dtype)}. Delete it or pass another out path.")
+            self.done = _merge(saved.get("done", []))
+        elif have_npy or have_json:
+            which = path if have_npy else self.json_path
+            raise ValueError(
+                f"out={path!r}: found {which!r} without its partner ({'.json progress file' if have_npy else '.npy'}"
+                "), so it was not written by an interrupted sample() run. Delete it or pass another out path."
+            )
+        else:
+            self.mm = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=full_shape)
+            self.done = []
+            self._save()
+
+    def _save(self):
+        tmp = self.json_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"meta": self.meta, "done": self.done}, f)
+        os.replace(tmp, self.json_path)
+
+    def write(self, lo: int, hi: int, values: np.ndarray):
+        self.mm[lo:hi] = values
+        self.mm.flush()
+        self.done = _merge(self.done + [[lo, hi]])
+        self._save()
+
+    def result(self) -> np.ndarray:
+        out = np.array(self.mm)
+        del self.mm
+        return out
+
+
+def _sha(arr) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+# ======================================================================================== the loop
+def sample(
+    eps_model,
+    schedule: Schedule,
+    trajectory,
+    method: str,
+    num_samples: int,
+    shape,
+    gamma=None,
+    eta: float = 0.0,
+    data_range=(-1.0, 1.0),
+    clip: bool = True,
+    clip_x0=None,
+    clip_sigma_pixel: float | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    backend: str = "numpy",
+    device=None,
+    dtype=None,
+    progress: bool | None = None,
+    return_trajectory: bool = False,
+    x_T=None,
+    out=None,
+    first_index: int = 0,
+):
+    """Draw ``num_samples`` samples of ``shape`` by ancestral sampling along ``trajectory`` (P §4, mean of eq. 6 with
+    σ² from Theorem 1 or a baseline): x_{τ_K} ~ N(0, I), then x_s = μ(x_t, ε̂_t(x_t)) + √σ²_{s|t} z for k = K..1.
+
+    * ``eps_model(x, n) -> ε̂``: x of shape (B, *shape), n a Python int; numpy in, numpy out (``backend='numpy'``,
+      float64) or torch in, torch out (``backend='torch'``, on ``device``, ``dtype`` torch.float32 by default or
+      torch.float64). Runs under ``torch.no_grad()``.
+    * ``method``, ``gamma``, ``eta``, ``data_range``, ``clip``, ``clip_sigma_pixel``: as in :func:`coefficient_table`.
+    * ``clip_x0=True`` clamps x̂_0 to ``data_range`` at every step, as the official code does for images. The default
+      (None) does not clamp, because toy data are unbounded; pass ``clip_x0=True`` for images in [−1, 1].
+    * Randomness: sample ``first_index + i`` takes x_{τ_K} and its noise from a stream fixed by (seed, index), so the
+      result is the same for every ``batch_size`` and rows can be split over processes with ``first_index``.
+      ``x_T`` (shape (num_samples, *shape)) replaces the start; the noise stays the same.
+    * ``out='samples.npy'``: write each finished batch into that file (plus a ``.json`` progress file). Rerunning
+      with the same arguments skips finished samples and returns the same array bit for bit; other arguments raise
+      ValueError. The model is not fingerprinted: resuming with another model is the caller's mistake.
+    * ``progress``: a tqdm bar over steps × batches; None shows it only on a terminal.
+
+    Returns an array of shape (num_samples, *shape): numpy float64, or for ``backend='torch'`` a CPU tensor of
+    ``dtype`` (finished batches leave the device). With ``return_trajectory=True`` returns (samples, states) where
+    ``states[k]`` holds x_{τ_k}, k = 0..K, shape (K + 1, num_samples, *shape), on the same backend.
+    """
+    # ---------------------------------------------------------------- validate everything once
+    if not callable(eps_model):
+        raise TypeError(f"eps_model must be callable as eps_model(x, n) -> eps_hat; got {type(eps_model).__name__}.")
+    table = coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
+                              clip_sigma_pixel=clip_sigma_pixel)
+    clamp = _clamp_range(clip_x0, table.data_range)
+    num_samples = as_int("num_samples", num_samples, minimum=1, fix="Ask for at least one sample.")
+    shape = _check_shape(shape)
+    seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer seed.")
+    first_index = as_int("first_index", first_index, minimum=0,
+                         fix="first_index is the global index of the first sample (0 unless the run is sharded).")
+    if batch_size is None:
+        batch_size = num_samples
+    batch_size = as_int("batch_size", batch_size, minimum=1, fix="Pass a positive batch size, or None for one batch.")
+    choice("backend", backend, BACKENDS)
+    for nm, v in (("progress", progress), ("return_trajectory", return_trajectory)):
+        if v is not None and not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{nm} must be True or False{' or None' if nm == 'progress' else ''}; got {v!r}.")
+    if backend == "numpy":
+        if device is not None:
+            raise ValueError(f"device applies to backend='torch' only; got device={device!r} with backend='numpy'.")
+        try:
+            is_f64 = dtype is None or np.dtype(dtype) == np.float64
+        except TypeError:
+            is_f64 = False
+        if not is_f64:
+            raise ValueError(f"backend='numpy' computes in float64 only; got dtype={dtype!r}. Leave dtype at None, "
+                             "or use backend='torch' with dtype=torch.float32.")
+        torch = None
+        np_dtype = np.dtype(np.float64)
+    else:
+        torch, device, dtype = _torch_setup(device, dtype)
+        np_dtype = np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+    full_shape = (num_samples, *shape)
+    if x_T is not None:
+        if _is_torch(x_T):
+            x_T = x_T.detach().cpu().numpy()
+        x_T = np.asarray(x_T, dtype=np.float64)
+        if x_T.shape != full_shape:
+            raise ValueError(f"x_T must have shape (num_samples, *shape) = {full_shape}; got {x_T.shape}.")
+        if not np.isfinite(x_T).all():
+            raise ValueError("x_T must be finite; it holds NaN or inf values.")
+    if return_trajectory and out is not None:
+        raise ValueError("return_trajectory=True cannot be combined with out=...: the file holds final samples only. "
+                         "Drop one of the two.")
+
+    K = table.K
+    timesteps = [int(v) for v in table.t]
+    batches = [(lo, min(lo + batch_size, num_samples)) for lo in range(0, num_samples, batch_size)]
+    store = None
+    if out is not None:
+        meta = {
+            "format": _FILE_FORMAT, "table": table.fingerprint(), "method": method, "num_samples": num_samples,
+            "shape": list(shape), "seed": seed, "first_index": first_index, "noise_chunk": NOISE_CHUNK,
+            "clip_x0": clamp is not None, "clamp_range": None if clamp is None else list(clamp),
+            "backend": backend, "dtype": str(np_dtype), "x_T": None if x_T is None else _sha(x_T),
+        }
+        store = _OutFile(out, meta, np_dtype, full_shape)
+        samples = None
+        todo = [b for b in batches if not _covered(store.done, *b)]
+    else:
+        samples = np.empty(full_shape, dtype=np_dtype)
+        todo = batches
+    states = np.empty((K + 1, *full_shape), dtype=np_dtype) if return_trajectory else None
+
+    if backend == "numpy":
+        def to_backend(a, copy):
+            return np.array(a, dtype=np.float64, copy=True) if copy else a
+
+        def to_numpy(x):
+            return np.asarray(x, dtype=np.float64)
+    else:
+        def to_backend(a, copy):
+            return torch.from_numpy(a).to(device=device, dtype=dtype, copy=copy)
+
+        def to_numpy(x):
+            return x.detach().to("cpu").numpy().astype(np_dtype, copy=False)
+
+    # ---------------------------------------------------------------- the loop
+    checked = False
+    bar = tqdm(total=len(todo) * K, disable=(None if progress is None else not progress), unit="step",
+               desc=f"sampling {method}")
+    grad_off = torch.no_grad() if torch is not None else _nullcontext()
+    try:
+        with grad_off:
+            for lo, hi in todo:
+                noise = _BatchNoise(seed, first_index + lo, first_index + hi, shape)
+                start = noise.draw()  # always drawn, so the noise below is the same with or without x_T
+                x = to_backend(start if x_T is None else x_T[lo:hi], copy=True)
+                if states is not None:
+                    states[K, lo:hi] = to_numpy(x)
+                for i in range(K - 1, -1, -1):
+                    eps = eps_model(x, timesteps[i])
+                    if not checked:
+                        _check_eps_output(eps, x, backend, timesteps[i])
+                        checked = True
+                    z = to_backend(noise.draw(), copy=False) if table.noise_scale[i] > 0.0 else None
+                    x = _step(table, i, x, eps, z, clamp)
+                    if states is not None:
+                        states[i, lo:hi] = to_numpy(x)
+                    bar.update(1)
+                result = to_numpy(x)
+                if store is not None:
+                    store.write(lo, hi, result)
+                else:
+                    samples[lo:hi] = result
+    finally:
+        bar.close()
+    if store is not None:
+        samples = store.result()
+    if backend == "torch":
+        samples = torch.from_numpy(samples)
+        if states is not None:
+            states = torch.from_numpy(states)
+    return (samples, states) if return_trajectory else samples
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+__all__ = [
+    "CoefficientTable", "coefficient_table", "predict_x0", "reverse_step", "sample", "NOISE_CHUNK", "BACKENDS",
+]
