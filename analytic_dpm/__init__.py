@@ -44,3 +44,4 @@ __version__ = "0.1.0"
 
 from .gamma import GammaEstimate, estimate_gamma, gamma_from_mean_sq_score, mean_sq_score_from_gamma  # noqa: E402
 from .sampling import CoefficientTable, coefficient_table, sample  # noqa: E402
+from . import likelihood, toy  # noqa: E402

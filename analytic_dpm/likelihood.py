@@ -1,0 +1,74 @@
+"""Variational-bound pieces: Gaussian KL divergences in closed form (facts file §4.1, §4.5).
+
+All results are in nats. The bound of a reverse process p on the trajectory 0 = τ_0 < … < τ_K is (P eq. 4)
+
+    L_vb = E KL(q(x_{τ_K}|x_0) ‖ N(0, I)) + Σ_{k≥2} E KL(q(x_{τ_{k−1}}|x_{τ_k}, x_0) ‖ p(x_{τ_{k−1}}|x_{τ_k}))
+           − E log p(x_0|x_{τ_1}),
+
+the first term the prior, the sum the transitions with s = τ_{k−1} >= 1, the last the decoder. The helpers here are
+per-dimension (divided by d) and vectorised over numpy arrays; none of them draws samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .schedules import Schedule
+
+
+def gaussian_kl(mean_diff_sq, var_q, var_p, dim):
+    """KL(N(μ_q, var_q I_d) ‖ N(μ_p, var_p I_d)) in nats (total, not per dimension), vectorised.
+
+    = ½ [ d var_q/var_p + ‖μ_q − μ_p‖²/var_p − d + d log(var_p/var_q) ], with ``mean_diff_sq`` = ‖μ_q − μ_p‖²
+    (or its expectation: the formula is linear in it, so E KL over random means takes E‖μ_q − μ_p‖²).
+    Computed as ½ [ (‖Δμ‖² + d (var_q − var_p))/var_p + d log(var_p/var_q) ] so that var_q ≈ var_p loses no digits.
+    var_q = 0 < var_p gives +inf (a point mass against a density); var_p = 0 gives +inf unless var_q = 0 and
+    Δμ = 0 (0 then).
+    """
+    m = np.asarray(mean_diff_sq, dtype=np.float64)
+    vq = np.asarray(var_q, dtype=np.float64)
+    vp = np.asarray(var_p, dtype=np.float64)
+    d = np.asarray(dim, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 0.5 * ((m + d * (vq - vp)) / vp + d * (np.log(vp) - np.log(vq)))
+    out = np.where((vq == 0) & (vp > 0), np.inf, out)
+    out = np.where(vp == 0, np.where((vq == 0) & (m == 0), 0.0, np.inf), out)
+    return out[()] if out.ndim == 0 else out
+
+
+def prior_kl_per_dim(schedule: Schedule, t, second_moment_per_dim):
+    """E_{x_0} KL(q(x_t|x_0) ‖ N(0, I))/d in nats, with q(x_t|x_0) = N(√ᾱ_t x_0, β̄_t I) (the prior term of L_vb).
+
+    = ½ [ β̄_t + ᾱ_t E‖x_0‖²/d − 1 − log β̄_t ] = ½ [ ᾱ_t (E‖x_0‖²/d − 1) − log1p(−ᾱ_t) ], the second form exact for
+    ᾱ_t → 0. ``second_moment_per_dim`` = E‖x_0‖²/d (‖mean‖²/d + tr Cov/d); ``t`` an int or an int array.
+    """
+    t = np.asarray(t)
+    ab = schedule.alpha_bar[t]
+    m2 = np.asarray(second_moment_per_dim, dtype=np.float64)
+    out = 0.5 * (ab * (m2 - 1.0) - np.log1p(-ab))
+    return out[()] if np.ndim(out) == 0 else out
+
+
+def exact_mean_transition_kl(lambda_sq, sigma_sq, coef_x0, cov_x0):
+    """E KL(q(x_s|x_t, x_0) ‖ p(x_s|x_t))/d in nats when p's mean uses the exact E[x_0|x_t] (P App. A.4).
+
+    q(x_s|x_t, x_0) = N(c x_0 + b x_t, λ² I) and p(x_s|x_t) = N(c E[x_0|x_t] + b x_t, σ² I), c = ``coef_x0``, so the mean
+    difference is c (x_0 − E[x_0|x_t]) and E‖·‖²/d = c² v_t with v_t = E tr Cov(x_0|x_t)/d = ``cov_x0``:
+
+        ½ [ λ²/σ² + c² v_t/σ² − 1 + log(σ²/λ²) ].
+
+    At σ² = σ*² = λ² + c² v_t (Theorem 1) this is ½ log(σ*²/λ²) (Theorem 3), the minimum over σ². Evaluated as
+    ½ [ (c² v_t − δ)/σ² + log1p(δ/λ²) ], δ = σ² − λ², so σ² ≈ λ² keeps full relative accuracy. λ² = 0 (DDIM with η = 0,
+    or the decoder step s = 0) and σ² <= 0 give +inf: the bound is undefined there. Vectorised over all arguments.
+    """
+    lam2 = np.asarray(lambda_sq, dtype=np.float64)
+    s2 = np.asarray(sigma_sq, dtype=np.float64)
+    mdiff = np.asarray(coef_x0, dtype=np.float64) ** 2 * np.asarray(cov_x0, dtype=np.float64)
+    delta = s2 - lam2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 0.5 * ((mdiff - delta) / s2 + np.log1p(delta / lam2))
+    out = np.where((lam2 <= 0.0) | (s2 <= 0.0), np.inf, out)
+    return out[()] if out.ndim == 0 else out
+
+
+__all__ = ["gaussian_kl", "prior_kl_per_dim", "exact_mean_transition_kl"]

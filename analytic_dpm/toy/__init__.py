@@ -1,0 +1,24 @@
+"""Toy data with a known score: the laboratory where every quantity of Analytic-DPM is exact.
+
+* :class:`GaussianData`: N(m, Σ) in any dimension; exact score, ε*, Γ, posterior, samples.
+* :class:`GaussianMixtureData`: exact score and ε* via responsibilities; Γ by quadrature (d <= 2) or Monte Carlo.
+* :class:`ImperfectEps`, :func:`exact_gamma_of_imperfect`: a scaled/biased ε-model with exactly known Γ̂.
+* :func:`evaluate_exact`: the generated Gaussian, its Fréchet distance and the variational bound in closed form.
+"""
+
+from .exact import (
+    ExactEvaluation,
+    ExactMeanBound,
+    evaluate_exact,
+    exact_mean_bound,
+    frechet_distance_same_basis,
+)
+from .gaussian import ExactEpsModel, GaussianData, default_gaussian
+from .imperfect import ImperfectEps, exact_gamma_of_imperfect
+from .mixture import QUADRATURE_RULES, GaussianMixtureData, default_mixture, standard_normal_rule
+
+__all__ = [
+    "GaussianData", "GaussianMixtureData", "ExactEpsModel", "default_gaussian", "default_mixture",
+    "ImperfectEps", "exact_gamma_of_imperfect", "evaluate_exact", "ExactEvaluation", "exact_mean_bound",
+    "ExactMeanBound", "frechet_distance_same_basis", "standard_normal_rule", "QUADRATURE_RULES",
+]
