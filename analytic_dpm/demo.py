@@ -159,7 +159,7 @@ def _figures(out_dir: pathlib.Path, data, schedules, gauss, Ks):
             r = toy.evaluate_exact(data, sched, tr, m)
             terms = r.kl_terms[1:] / LN2
             ax.loglog(tr[2:], np.clip(terms, 1e-12, None), label=f"{m}: total {r.vb_nats_per_dim / LN2:.3f} bits/dim")
-        ax.set_xlabel("timestep t (transition t−1 → ... )")
+        ax.set_xlabel("t (the term of the reverse step t → t−1)")
         ax.set_ylabel("E KL term (bits/dim)")
         ax.set_title(f"bound terms, K = N, {name}")
         ax.legend(fontsize=8)
