@@ -16,12 +16,30 @@ import numpy as np
 from .schedules import Schedule
 
 
+def x_minus_log1p(x):
+    """x − log(1 + x) for x > −1, accurate to full relative precision also for |x| ≪ 1 (where it is ≈ x²/2 and the
+    direct difference would cancel): a power series Σ_{k≥2} (−x)^k/k·(−1)^… for |x| < 0.1, the direct form elsewhere."""
+    x = np.asarray(x, dtype=np.float64)
+    small = np.abs(x) < 0.1
+    xs = np.where(small, x, 0.0)
+    # x − log1p(x) = Σ_{k=2}^∞ (−1)^k x^k / k; 20 terms leave < 1e-21 relative for |x| < 0.1
+    acc = np.zeros_like(xs)
+    for k in range(21, 1, -1):
+        acc = acc * xs + (-1.0) ** k / k
+    series = acc * xs * xs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direct = x - np.log1p(x)
+    out = np.where(small, series, direct)
+    return out[()] if out.ndim == 0 else out
+
+
 def gaussian_kl(mean_diff_sq, var_q, var_p, dim):
     """KL(N(μ_q, var_q I_d) ‖ N(μ_p, var_p I_d)) in nats (total, not per dimension), vectorised.
 
     = ½ [ d var_q/var_p + ‖μ_q − μ_p‖²/var_p − d + d log(var_p/var_q) ], with ``mean_diff_sq`` = ‖μ_q − μ_p‖²
     (or its expectation: the formula is linear in it, so E KL over random means takes E‖μ_q − μ_p‖²).
-    Computed as ½ [ (‖Δμ‖² + d (var_q − var_p))/var_p + d log(var_p/var_q) ] so that var_q ≈ var_p loses no digits.
+    Computed as ½ [ ‖Δμ‖²/var_p + d (x − log1p(x)) ], x = (var_q − var_p)/var_p, with :func:`x_minus_log1p`, so that
+    var_q ≈ var_p loses no digits.
     var_q = 0 < var_p gives +inf (a point mass against a density); var_p = 0 gives +inf unless var_q = 0 and
     Δμ = 0 (0 then).
     """
@@ -30,7 +48,7 @@ def gaussian_kl(mean_diff_sq, var_q, var_p, dim):
     vp = np.asarray(var_p, dtype=np.float64)
     d = np.asarray(dim, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = 0.5 * ((m + d * (vq - vp)) / vp + d * (np.log(vp) - np.log(vq)))
+        out = 0.5 * (m / vp + d * x_minus_log1p((vq - vp) / vp))
     out = np.where((vq == 0) & (vp > 0), np.inf, out)
     out = np.where(vp == 0, np.where((vq == 0) & (m == 0), 0.0, np.inf), out)
     return out[()] if out.ndim == 0 else out
@@ -57,18 +75,18 @@ def exact_mean_transition_kl(lambda_sq, sigma_sq, coef_x0, cov_x0):
 
         ½ [ λ²/σ² + c² v_t/σ² − 1 + log(σ²/λ²) ].
 
-    At σ² = σ*² = λ² + c² v_t (Theorem 1) this is ½ log(σ*²/λ²) (Theorem 3), the minimum over σ². Evaluated as
-    ½ [ (c² v_t − δ)/σ² + log1p(δ/λ²) ], δ = σ² − λ², so σ² ≈ λ² keeps full relative accuracy. λ² = 0 (DDIM with η = 0,
+    At σ² = σ*² = λ² + c² v_t (Theorem 1) this is ½ log(σ*²/λ²) (Theorem 3), the minimum over σ². Evaluated as the
+    sum of two non-negative terms ½ [ c² v_t/σ² + (x − log1p(x)) ], x = λ²/σ² − 1 = −(σ² − λ²)/σ², with
+    :func:`x_minus_log1p`, so it keeps full relative accuracy for every σ², including σ² ≈ λ². λ² = 0 (DDIM with η = 0,
     or the decoder step s = 0) and σ² <= 0 give +inf: the bound is undefined there. Vectorised over all arguments.
     """
     lam2 = np.asarray(lambda_sq, dtype=np.float64)
     s2 = np.asarray(sigma_sq, dtype=np.float64)
     mdiff = np.asarray(coef_x0, dtype=np.float64) ** 2 * np.asarray(cov_x0, dtype=np.float64)
-    delta = s2 - lam2
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = 0.5 * ((mdiff - delta) / s2 + np.log1p(delta / lam2))
+        out = 0.5 * (mdiff / s2 + x_minus_log1p(-(s2 - lam2) / s2))
     out = np.where((lam2 <= 0.0) | (s2 <= 0.0), np.inf, out)
     return out[()] if out.ndim == 0 else out
 
 
-__all__ = ["gaussian_kl", "prior_kl_per_dim", "exact_mean_transition_kl"]
+__all__ = ["x_minus_log1p", "gaussian_kl", "prior_kl_per_dim", "exact_mean_transition_kl"]

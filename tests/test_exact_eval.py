@@ -280,3 +280,14 @@ def test_bad_inputs_raise_clear_errors(small):
         evaluate_exact(small, LINEAR, traj, "analytic-ddpm", gamma=np.zeros(10))
     with pytest.raises(ValueError, match="shapes must match"):
         frechet_distance_same_basis([0.0], [1.0], [0.0, 1.0], [1.0, 1.0])
+
+
+def test_x_minus_log1p_against_high_precision():
+    import mpmath
+
+    from analytic_dpm.likelihood import x_minus_log1p
+
+    mpmath.mp.dps = 40
+    for x in [1e-12, -1e-9, 3e-5, -0.05, 0.0999, 0.1, -0.5, 2.0, 40.0]:
+        ref = mpmath.mpf(x) - mpmath.log1p(mpmath.mpf(x))
+        assert float(x_minus_log1p(x)) == pytest.approx(float(ref), rel=1e-14)
