@@ -45,3 +45,16 @@ __version__ = "0.1.0"
 from .gamma import GammaEstimate, estimate_gamma, gamma_from_mean_sq_score, mean_sq_score_from_gamma  # noqa: E402
 from .sampling import CoefficientTable, coefficient_table, sample  # noqa: E402
 from . import likelihood, toy  # noqa: E402
+
+# The module analytic_dpm.optimal_trajectory stays importable with importlib.import_module or
+# `from analytic_dpm.optimal_trajectory import ...`; the package attribute is the function (the API).
+from .optimal_trajectory import (  # noqa: E402
+    OptimalTrajectories,
+    OptimalTrajectory,
+    analytic_ddpm_cost,
+    optimal_trajectories,
+    optimal_trajectories_from_costs,
+    optimal_trajectory,
+    optimal_trajectory_from_costs,
+    trajectory_cost,
+)

@@ -16,20 +16,36 @@ import numpy as np
 from .schedules import Schedule
 
 
+def _x_minus_log1p_series(x):
+    # x − log1p(x) = Σ_{k=2}^∞ (−1)^k x^k / k; 20 terms leave < 1e-21 relative for |x| < 0.1
+    acc = np.zeros_like(x)
+    for k in range(21, 1, -1):
+        acc = acc * x + (-1.0) ** k / k
+    return acc * x * x
+
+
 def x_minus_log1p(x):
     """x − log(1 + x) for x > −1, accurate to full relative precision also for |x| ≪ 1 (where it is ≈ x²/2 and the
-    direct difference would cancel): a power series Σ_{k≥2} (−x)^k/k·(−1)^… for |x| < 0.1, the direct form elsewhere."""
+    direct difference would cancel): a power series for |x| < 0.1, the direct form elsewhere."""
     x = np.asarray(x, dtype=np.float64)
     small = np.abs(x) < 0.1
-    xs = np.where(small, x, 0.0)
-    # x − log1p(x) = Σ_{k=2}^∞ (−1)^k x^k / k; 20 terms leave < 1e-21 relative for |x| < 0.1
-    acc = np.zeros_like(xs)
-    for k in range(21, 1, -1):
-        acc = acc * xs + (-1.0) ** k / k
-    series = acc * xs * xs
     with np.errstate(divide="ignore", invalid="ignore"):
-        direct = x - np.log1p(x)
-    out = np.where(small, series, direct)
+        out = np.where(small, _x_minus_log1p_series(np.where(small, x, 0.0)), x - np.log1p(x))
+    return out[()] if out.ndim == 0 else out
+
+
+def ratio_minus_1_minus_log(num, den):
+    """r − 1 − log r for r = num/den > 0 (num, den > 0), the shape of every Gaussian variance-ratio KL term.
+
+    Near r = 1 it uses the series of :func:`x_minus_log1p` at x = (num − den)/den (no cancellation); elsewhere
+    r − 1 − (log num − log den), which keeps its digits also when r ≪ 1 or r ≫ 1."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = (num - den) / den
+        small = np.abs(x) < 0.1
+        direct = x - (np.log(num) - np.log(den))
+        out = np.where(small, _x_minus_log1p_series(np.where(small, x, 0.0)), direct)
     return out[()] if out.ndim == 0 else out
 
 
@@ -38,8 +54,8 @@ def gaussian_kl(mean_diff_sq, var_q, var_p, dim):
 
     = ½ [ d var_q/var_p + ‖μ_q − μ_p‖²/var_p − d + d log(var_p/var_q) ], with ``mean_diff_sq`` = ‖μ_q − μ_p‖²
     (or its expectation: the formula is linear in it, so E KL over random means takes E‖μ_q − μ_p‖²).
-    Computed as ½ [ ‖Δμ‖²/var_p + d (x − log1p(x)) ], x = (var_q − var_p)/var_p, with :func:`x_minus_log1p`, so that
-    var_q ≈ var_p loses no digits.
+    Computed as ½ [ ‖Δμ‖²/var_p + d (r − 1 − log r) ], r = var_q/var_p, with :func:`ratio_minus_1_minus_log`, a sum
+    of non-negative terms, so that neither var_q ≈ var_p nor var_q ≪ var_p loses digits.
     var_q = 0 < var_p gives +inf (a point mass against a density); var_p = 0 gives +inf unless var_q = 0 and
     Δμ = 0 (0 then).
     """
@@ -48,7 +64,7 @@ def gaussian_kl(mean_diff_sq, var_q, var_p, dim):
     vp = np.asarray(var_p, dtype=np.float64)
     d = np.asarray(dim, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = 0.5 * (m / vp + d * x_minus_log1p((vq - vp) / vp))
+        out = 0.5 * (m / vp + d * ratio_minus_1_minus_log(vq, vp))
     out = np.where((vq == 0) & (vp > 0), np.inf, out)
     out = np.where(vp == 0, np.where((vq == 0) & (m == 0), 0.0, np.inf), out)
     return out[()] if out.ndim == 0 else out
@@ -76,17 +92,17 @@ def exact_mean_transition_kl(lambda_sq, sigma_sq, coef_x0, cov_x0):
         ½ [ λ²/σ² + c² v_t/σ² − 1 + log(σ²/λ²) ].
 
     At σ² = σ*² = λ² + c² v_t (Theorem 1) this is ½ log(σ*²/λ²) (Theorem 3), the minimum over σ². Evaluated as the
-    sum of two non-negative terms ½ [ c² v_t/σ² + (x − log1p(x)) ], x = λ²/σ² − 1 = −(σ² − λ²)/σ², with
-    :func:`x_minus_log1p`, so it keeps full relative accuracy for every σ², including σ² ≈ λ². λ² = 0 (DDIM with η = 0,
+    sum of two non-negative terms ½ [ c² v_t/σ² + (r − 1 − log r) ], r = λ²/σ², with :func:`ratio_minus_1_minus_log`,
+    so it keeps full relative accuracy for every σ², including σ² ≈ λ² and σ² ≫ λ². λ² = 0 (DDIM with η = 0,
     or the decoder step s = 0) and σ² <= 0 give +inf: the bound is undefined there. Vectorised over all arguments.
     """
     lam2 = np.asarray(lambda_sq, dtype=np.float64)
     s2 = np.asarray(sigma_sq, dtype=np.float64)
     mdiff = np.asarray(coef_x0, dtype=np.float64) ** 2 * np.asarray(cov_x0, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = 0.5 * (mdiff / s2 + x_minus_log1p(-(s2 - lam2) / s2))
+        out = 0.5 * (mdiff / s2 + ratio_minus_1_minus_log(lam2, s2))
     out = np.where((lam2 <= 0.0) | (s2 <= 0.0), np.inf, out)
     return out[()] if out.ndim == 0 else out
 
 
-__all__ = ["x_minus_log1p", "gaussian_kl", "prior_kl_per_dim", "exact_mean_transition_kl"]
+__all__ = ["x_minus_log1p", "ratio_minus_1_minus_log", "gaussian_kl", "prior_kl_per_dim", "exact_mean_transition_kl"]

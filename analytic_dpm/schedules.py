@@ -162,6 +162,12 @@ class Schedule:
     def __repr__(self) -> str:
         return f"Schedule({self.name}, N={self.N})"
 
+    @property
+    def log_alpha_bar_lo(self) -> np.ndarray:
+        """The low part of log ᾱ in double-double precision (log ᾱ_n = ``log_alpha_bar[n]`` + ``log_alpha_bar_lo[n]``
+        to ~1e-32 relative); vectorised code computes log α_{t|s} as (hi_t − hi_s) + (lo_t − lo_s)."""
+        return self._log_alpha_bar_lo
+
     # ------------------------------------------------------------------ skip quantities
     def _check_pair(self, s, t):
         s = np.asarray(s)

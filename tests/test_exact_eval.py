@@ -291,3 +291,15 @@ def test_x_minus_log1p_against_high_precision():
     for x in [1e-12, -1e-9, 3e-5, -0.05, 0.0999, 0.1, -0.5, 2.0, 40.0]:
         ref = mpmath.mpf(x) - mpmath.log1p(mpmath.mpf(x))
         assert float(x_minus_log1p(x)) == pytest.approx(float(ref), rel=1e-14)
+
+
+def test_ratio_minus_1_minus_log_against_high_precision():
+    import mpmath
+
+    from analytic_dpm.likelihood import ratio_minus_1_minus_log
+
+    mpmath.mp.dps = 40
+    for num, den in [(1.0, 1.0 + 1e-9), (3e-7, 2.0), (2.0, 3e-7), (1.05, 1.0), (0.5, 0.7), (1e-300, 1e-290)]:
+        r = mpmath.mpf(num) / mpmath.mpf(den)
+        ref = r - 1 - mpmath.log(r)
+        assert float(ratio_minus_1_minus_log(num, den)) == pytest.approx(float(ref), rel=1e-13)

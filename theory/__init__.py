@@ -1,9 +1,21 @@
-"""Symbolic derivations of Analytic-DPM's results (sympy), independent of ``analytic_dpm``.
+"""Analytic-DPM's results derived symbolically with sympy, independently of ``analytic_dpm``.
 
-    python -m theory            # print every identity, how it was checked, and its derivation steps
-    python -m theory --markdown out.md
+    import theory
+    res = theory.get("theorem1")              # a registry entry: paper, identities, expressions, links
+    theory.check(res.identity("theorem1-variance"))   # prove it and spot-check it
+    res.expression("sigma_sq_opt").mp(ab_s, ab_t, lam2, gamma)   # evaluate with mpmath
+
+    python -m theory [--markdown out.md]     # every derivation, step by step
+
+Modules: ``symbols`` (notation, definitions, positive parametrisation), ``core`` (identities, verification),
+``forward``, ``moments``, ``theorems``, ``continuous`` (the derivations), ``registry`` (the links), ``render``.
+This package never imports ``analytic_dpm``: the tests import both and check that they agree.
 """
 
-from .derivations import IDENTITIES, Identity, check, lambdified
+from .core import Expression, Identity, Result, Step, Verdict, check, prove_equal
+from .registry import IDENTITIES, NOTEBOOKS_REQUIRED, RESULTS, get, identity, table
 
-__all__ = ["IDENTITIES", "Identity", "check", "lambdified"]
+__all__ = [
+    "Expression", "Identity", "Result", "Step", "Verdict", "check", "prove_equal",
+    "IDENTITIES", "NOTEBOOKS_REQUIRED", "RESULTS", "get", "identity", "table",
+]
