@@ -41,3 +41,13 @@ def test_layout():
     assert "make test" in (ROOT / ".ci/run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+
+
+def test_readme_map_lists_every_registry_entry():
+    import theory.registry as reg
+
+    readme = (ROOT / "README.md").read_text()
+    ids = [r.id for r in reg.RESULTS]
+    assert ids, "registry is empty"
+    missing = [i for i in ids if f"`{i}`" not in readme]
+    assert not missing, f"README map lacks registry entries {missing}"
