@@ -6,6 +6,7 @@ own float64 β), then compares with the library's float64 numbers to about 1e-12
 The registry (theory/registry.py) names these tests; tests/test_theory_registry.py checks the links.
 """
 
+import importlib
 import math
 
 import mpmath
@@ -19,10 +20,12 @@ from hypothesis import strategies as st
 import analytic_dpm as adpm
 import theory
 from analytic_dpm import likelihood
-from analytic_dpm import optimal_trajectory as ot
 from analytic_dpm.gamma import gamma_from_mean_sq_score
 from analytic_dpm.sampling import coefficient_table
 from analytic_dpm.toy import GaussianData, GaussianMixtureData, default_mixture
+
+# the package attribute `optimal_trajectory` is the function; the module is reached through importlib
+ot = importlib.import_module("analytic_dpm.optimal_trajectory")
 
 mpmath.mp.dps = 50
 REL = 1e-12  # float64 results against 50-digit values of the sympy expressions
