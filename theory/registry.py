@@ -8,11 +8,13 @@ tests: ``theory`` never imports the library), the tests that compare the two, an
 
 from __future__ import annotations
 
+import dataclasses
+
 from . import continuous, forward, moments, theorems
 from .core import Identity, Result
 
 #: Switch on once the notebooks exist: then every result must name a notebook file that exists and mentions its id.
-NOTEBOOKS_REQUIRED = False
+NOTEBOOKS_REQUIRED = True
 
 RESULTS: tuple[Result, ...] = (
     forward.FORWARD,
@@ -28,6 +30,23 @@ RESULTS: tuple[Result, ...] = (
     theorems.COROLLARY4,
     continuous.CONTINUOUS,
 )
+
+#: The notebook that shows each result (``tests/test_notebooks.py`` runs them); set as each entry's ``notebook=``.
+NOTEBOOKS = {
+    "forward-marginals": "notebooks/01_forward_posterior.py",
+    "posterior": "notebooks/01_forward_posterior.py",
+    "theorem1": "notebooks/02_theorem1.py",
+    "lemma13": "notebooks/02_theorem1.py",
+    "moment-matching": "notebooks/02_theorem1.py",
+    "corollary2": "notebooks/02_theorem1.py",
+    "continuous-time": "notebooks/02_theorem1.py",
+    "tweedie": "notebooks/03_gamma_monte_carlo.py",
+    "theorem2": "notebooks/04_bounds_clipping.py",
+    "corollary3": "notebooks/04_bounds_clipping.py",
+    "theorem3": "notebooks/05_optimal_trajectory.py",
+    "corollary4": "notebooks/05_optimal_trajectory.py",
+}
+RESULTS = tuple(dataclasses.replace(r, notebook=NOTEBOOKS[r.id]) if r.id in NOTEBOOKS else r for r in RESULTS)
 
 IDENTITIES: tuple[Identity, ...] = tuple(i for res in RESULTS for i in res.identities)
 
