@@ -5,6 +5,7 @@ Sub-commands map one-to-one onto library functions:
 * ``demo``        the main job on the built-in toy data (see :mod:`analytic_dpm.demo`)
 * ``trajectory``  even_trajectory / quadratic_trajectory / ddim_stride_trajectory
 * ``variances``   reverse_variances along a trajectory, with the bounds, as a table
+* ``images``      pipeline.run_image_experiment: train, Γ, bounds, samples and FD-LeNet on digits / Fashion-MNIST
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def cmd_demo(args) -> int:
     return run_demo(out_dir=args.out, fast=args.fast)
 
 
+def cmd_images(args) -> int:
+    from .pipeline import run_image_experiment
+
+    run_image_experiment(args.preset, out_dir=args.out, device=args.device)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="analytic-dpm", description="Analytic-DPM toolkit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -101,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="directory for figures (default demo_out/)")
     p.add_argument("--fast", action="store_true", help="fewer K values and samples (for tests)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("images", help="image experiment: train, Γ, bounds (ET/OT), samples, FD-LeNet (resumable)")
+    p.add_argument("--preset", default="digits", help="digits-ci, digits or fashion-mnist (default digits)")
+    p.add_argument("--out", default="image_out", help="output directory (default image_out/); rerun to resume")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("trajectory", help="print a trajectory [0, τ_1, …, τ_K]")
     _add_schedule_args(p)

@@ -37,8 +37,8 @@ class ReverseVariances:
     lambda_sq: np.ndarray  #: λ²_{s|t}: β̃_{s|t} (DDPM family) or η²β̃_{s|t} (DDIM family)
     lower: np.ndarray  #: Theorem 2 lower bound, = λ²
     upper: np.ndarray  #: Theorem 2 upper bound, min(eq. 11, eq. 12) (eq. 11 alone without a data range)
-    clipped: np.ndarray  #: True where the analytic estimate fell outside [lower, upper] and was clipped
-    sigma_sq_unclipped: np.ndarray  #: analytic estimate before clipping (= sigma_sq for baselines)
+    clipped: np.ndarray  #: True where the analytic estimate (from Γ as given) fell outside [lower, upper]: clipped
+    sigma_sq_unclipped: np.ndarray  #: analytic estimate from Γ as given, before any clipping (= sigma_sq for baselines)
     upper_eq11: np.ndarray  #: λ² + g²
     upper_eq12: np.ndarray  #: λ² + g² r² ᾱ_t/β̄_t (inf when ``data_range`` is None)
     gamma: np.ndarray  #: Γ_t used at each transition (NaN for the handcrafted baselines)
@@ -211,14 +211,16 @@ def reverse_variances(
                 "Estimate it with estimate_gamma(eps_model, schedule, data) or use data.gamma(schedule) on toy data."
             )
         g = _check_gamma(gamma, schedule.N, t)
-        gamma_t = g[t]
-        raw = lam2 + gap(schedule, s, t, family, eta) ** 2 * (1.0 - gamma_t)
+        gamma_t = g[t]  # clipped into [0, 1]
+        g2 = gap(schedule, s, t, family, eta) ** 2
+        # the estimate from the Γ as given (Γ > 1 puts it below λ², Γ < 0 above eq. 11): reported, never used
+        raw = lam2 + g2 * (1.0 - np.asarray(gamma, dtype=np.float64)[t])
+        sigma_sq = lam2 + g2 * (1.0 - gamma_t)
         if clip:
             clipped = (raw < lam2) | (raw > upper)
-            sigma_sq = np.clip(raw, lam2, upper)
+            sigma_sq = np.clip(sigma_sq, lam2, upper)
         else:
             clipped = np.zeros(raw.shape, dtype=bool)
-            sigma_sq = raw
     else:
         gamma_t = np.full(t.shape, np.nan)
         raw = handcrafted_sigma_sq(schedule, s, t, method, eta)

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -11,6 +12,14 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Small convolutions run fastest on one thread; with two, OpenMP threads spin-wait on a busy 2-core machine.
+try:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("ADPM_TORCH_THREADS", "1")))
+except ImportError:  # pragma: no cover
+    pass
 
 
 @st.composite
@@ -40,3 +49,15 @@ def schedule_and_trajectory(draw, max_n=40):
     steps = set(steps) | ({N} if end_at_N else set())
     traj = np.array([0] + sorted(steps), dtype=np.int64)
     return sched, traj
+
+
+@pytest.fixture(autouse=True)
+def _mpmath_precision():
+    """Tests set mpmath's global precision at import time; restore 50 digits before each test so that the order in
+    which test files run cannot lower it."""
+    import mpmath
+
+    old = mpmath.mp.dps
+    mpmath.mp.dps = 50
+    yield
+    mpmath.mp.dps = old

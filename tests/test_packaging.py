@@ -51,3 +51,13 @@ def test_readme_map_lists_every_registry_entry():
     assert ids, "registry is empty"
     missing = [i for i in ids if f"`{i}`" not in readme]
     assert not missing, f"README map lacks registry entries {missing}"
+
+
+def test_readme_map_notebooks_match_registry():
+    import theory.registry as reg
+
+    rows = {line.split("|")[1].strip().strip("`"): line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for r in reg.RESULTS:
+        assert r.id in rows, r.id
+        assert r.notebook and f"`{r.notebook}`" in rows[r.id], (r.id, r.notebook)

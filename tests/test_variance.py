@@ -200,3 +200,14 @@ def test_gamma_nan_outside_trajectory_is_fine():
         warnings.simplefilter("error")
         v = adpm.reverse_variances(sched, tr, "analytic-ddim", gamma=gamma)
     assert np.isfinite(v.sigma_sq).all()
+
+
+def test_gamma_above_one_is_reported_as_clipped():
+    sched = adpm.Schedule.linear(1000)
+    tr = adpm.even_trajectory(1000, 10)
+    gamma = np.full(1001, 0.5)
+    gamma[tr[3]] = 1.05
+    with pytest.warns(RuntimeWarning):
+        v = adpm.reverse_variances(sched, tr, "analytic-ddpm", gamma=gamma, data_range=None)
+    assert v.clipped[2] and v.clipped.sum() == 1
+    assert v.sigma_sq_unclipped[2] < v.lower[2] and v.sigma_sq[2] == v.lower[2]
