@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import platform
 import subprocess
@@ -50,3 +51,69 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable hash of a JSON-serialisable configuration (keys sorted), for cache file names."""
+    import hashlib
+
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cached_arrays(out_dir, name: str, config: dict, compute) -> dict:
+    """Load ``out_dir/cache/<name>-<hash(config)>.npz`` or call ``compute() -> dict of arrays`` and store it.
+
+    The configuration is stored next to the arrays (``<file>.json``) so a cache entry can be traced back."""
+    cache = pathlib.Path(out_dir) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{name}-{config_hash(config)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    arrays = compute()
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    path.with_suffix(".npz.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    return arrays
+
+
+def write_csv(path: pathlib.Path, header: list[str], rows: list[list]) -> pathlib.Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow(["" if c is None else (repr(float(c)) if isinstance(c, (float, np.floating)) else c) for c in r])
+    return path
+
+
+def save_figure(fig, path_png: pathlib.Path) -> list[pathlib.Path]:
+    """Save a matplotlib figure as PNG and PDF (same stem); closes it."""
+    import matplotlib.pyplot as plt
+
+    pdf = path_png.with_suffix(".pdf")
+    fig.savefig(path_png, dpi=130)
+    fig.savefig(pdf)
+    plt.close(fig)
+    return [path_png, pdf]
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    x = float(x)
+    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
+        return f"{x:.3e}"
+    return f"{x:.{digits}f}"

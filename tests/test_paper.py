@@ -1,8 +1,12 @@
-"""python -m paper builds its targets with sidecar metadata."""
+"""python -m paper builds its targets with sidecar metadata; the numbers agree with the library."""
 
+import csv
 import json
 
-from paper.__main__ import main
+import numpy as np
+import pytest
+
+from paper.__main__ import TARGETS, main
 
 
 def test_table7_target(tmp_path):
@@ -12,3 +16,115 @@ def test_table7_target(tmp_path):
     assert "| DDPM | LB | 9.85e-06 | 9.81e-06 | 9.72e-06 | 9.51e-06 |" in text
     meta = json.loads((tmp_path / "table7.md.json").read_text())
     assert {"commit", "config", "versions", "wall_time_s", "device"} <= set(meta)
+
+
+@pytest.fixture(scope="module")
+def fast_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    import os
+
+    os.environ.pop("ADPM_PAPER_IMAGES", None)
+    assert main(["--fast", "--out", str(out)]) == 0
+    return out
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+EXPECTED = {
+    "fig1": ["fig1.png", "fig1.pdf", "fig1.csv", "fig1.md"],
+    "table1": ["table1.csv", "table1.md"],
+    "table2": ["table2.csv", "table2.md"],
+    "fig_gamma_M": ["fig_gamma_M.png", "fig_gamma_M.pdf", "fig_gamma_M.csv", "fig_gamma_M.md"],
+    "table5": ["table5.csv", "table5.md"],
+}
+
+
+def test_all_targets_write_files_with_sidecars(fast_out):
+    assert set(EXPECTED) | {"table7", "images", "images-fashion"} == set(TARGETS)
+    for name, files in EXPECTED.items():
+        for f in files:
+            p = fast_out / f
+            assert p.exists() and p.stat().st_size > 0, (name, f)
+            meta = json.loads((fast_out / (f + ".json")).read_text())
+            assert {"commit", "config", "seeds", "versions", "wall_time_s", "device"} <= set(meta)
+            assert meta["config"]["fast"] is True
+    # images is skipped in --fast without ADPM_PAPER_IMAGES=1, images-fashion never trains in --fast
+    assert "ADPM_PAPER_IMAGES=1" in (fast_out / "images.SKIPPED.md").read_text()
+    assert (fast_out / "images-fashion.NOTE.md").exists()
+    assert not (fast_out / "images").exists() and not (fast_out / "images-fashion").exists()
+
+
+def test_table1_ot_beats_et_and_matches_dp(fast_out):
+    from paper import _toy as T
+
+    rows = _csv(fast_out / "table1.csv")
+    val = {(r["schedule"], r["method"], int(r["K"])): float(r["bound_bits_per_dim"]) for r in rows}
+    Ks = T.sizes(True)["Ks"]
+    for sched in T.SCHEDULES:
+        for K in Ks:
+            assert val[(sched, "OT analytic-ddpm", K)] <= val[(sched, "ET analytic-ddpm", K)] + 1e-12
+            assert val[(sched, "OT ddpm-large", K)] <= val[(sched, "ET ddpm-large", K)] + 1e-12
+        # the DP's cost (prior + Σ F) equals the library's exact bound on the trajectory it returns
+        arr = T.evaluate_cached(fast_out, sched, T.sizes(True)["dim"], Ks)
+        np.testing.assert_allclose(arr["ot_large_dp_bits"], [val[(sched, "OT ddpm-large", K)] for K in Ks], rtol=1e-9)
+
+
+def test_ddpm_large_cost_matches_exact_mean_bound():
+    from analytic_dpm import toy
+    from analytic_dpm.trajectories import even_trajectory
+    from paper import _toy as T
+
+    data, sched = T.data(8), T.schedule("linear", 100)
+    F = T.ddpm_large_cost(data, sched)
+    tr = even_trajectory(100, 7)
+    r = toy.exact_mean_bound(data, sched, tr, "ddpm-large")
+    np.testing.assert_allclose([F[s, t] for s, t in zip(tr[1:-1], tr[2:])], r.kl_terms[1:], rtol=1e-12)
+
+
+def test_table2_equals_evaluate_exact(fast_out):
+    from analytic_dpm import toy
+    from analytic_dpm.trajectories import even_trajectory
+    from paper import _toy as T
+
+    rows = _csv(fast_out / "table2.csv")
+    val = {(r["schedule"], r["method"], int(r["K"])): float(r["fd"]) for r in rows}
+    z = T.sizes(True)
+    data = T.data(z["dim"])
+    for sched_name in T.SCHEDULES:
+        sched = T.schedule(sched_name)
+        for label, method, kind in T.ET_ROWS:
+            for K in (z["Ks"][0], z["Ks"][-1]):
+                fd = toy.evaluate_exact(data, sched, even_trajectory(sched.N, K), method).fd
+                assert val[(sched_name, label, K)] == pytest.approx(fd, rel=1e-12)
+
+
+def test_gamma_M_and_table5(fast_out):
+    from paper import _gamma_m as G
+
+    md = (fast_out / "fig_gamma_M.md").read_text()
+    assert "| linear | 1 |" in md
+    rows = _csv(fast_out / "fig_gamma_M.csv")
+    Ms = G.settings(True)["Ms"]
+    for sched in ("linear", "cosine"):
+        err = {M: max(abs(float(r["gamma_hat"]) - float(r["gamma_exact"])) for r in rows
+                      if r["schedule"] == sched and int(r["M"]) == M) for M in Ms}
+        assert err[Ms[-1]] < err[Ms[0]]  # more samples, smaller error (seed 0)
+    t5 = _csv(fast_out / "table5.csv")
+    t1 = {(r["schedule"], r["method"], int(r["K"])): float(r["bound_bits_per_dim"])
+          for r in _csv(fast_out / "table1.csv")}
+    for sched in ("linear", "cosine"):
+        exact = [r for r in t5 if r["schedule"] == sched and r["M"] == "exact" and r["quantity"] == "bound"]
+        assert float(exact[0]["mean"]) == pytest.approx(t1[(sched, "ET analytic-ddpm", 10)], rel=1e-12)
+        assert all(int(r["n_seeds"]) == 5 for r in t5 if r["schedule"] == sched and r["M"] != "exact")
+
+
+def test_cache_is_reused(fast_out):
+    from paper import _gamma_m as G
+
+    before = sorted(p.name for p in (fast_out / "cache").iterdir())
+    a = G.gamma_hat(fast_out, "linear", G.settings(True)["dim"], 10, seed=0)
+    assert sorted(p.name for p in (fast_out / "cache").iterdir()) == before
+    assert np.isfinite(a["gamma"][1:]).all()
