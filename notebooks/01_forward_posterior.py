@@ -54,28 +54,10 @@ except ImportError:  # Jupyter started in notebooks/: theory/ sits in the reposi
     sys.path.insert(0, str(next(p for p in (pathlib.Path.cwd(), *pathlib.Path.cwd().parents)
                                 if (p / "theory" / "registry.py").is_file())))
     import theory
-from theory.render import identity_markdown, identity_text
+from theory.render import show
 
 import analytic_dpm as adpm
 from analytic_dpm import toy
-
-
-def show(result_id, *identity_ids, check=True):
-    """A registry entry's summary and identities (all, or those named), proven by sympy when ``check``:
-    rendered with LaTeX in Jupyter, as text elsewhere."""
-    res = theory.get(result_id)
-    idents = [res.identity(i) for i in identity_ids] or list(res.identities)
-    verdicts = [theory.check(i) if check else None for i in idents]
-    try:
-        get_ipython  # noqa: B018, F821 (defined only inside IPython)
-        from IPython.display import Markdown, display
-
-        display(Markdown(f"**{res.title}** (`{res.id}`; {res.paper})\n\n{res.summary}\n\n"
-                         + "\n".join(identity_markdown(i, v) for i, v in zip(idents, verdicts))))
-    except NameError:
-        print(f"{res.id} · {res.title}\n  ({res.paper})\n  {res.summary}\n")
-        for i, v in zip(idents, verdicts):
-            print("\n".join(identity_text(i, v)) + "\n")
 
 
 show("forward-marginals")

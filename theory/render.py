@@ -144,3 +144,25 @@ def registry_markdown_table(results) -> str:
 def verify_all(results, points: int = 12) -> dict:
     """{identity id: Verdict} for every identity of ``results`` (AssertionError if a numeric check fails)."""
     return {i.id: check(i, points=points) for r in results for i in r.identities}
+
+
+def show(result_id, *identity_ids, check=True):
+    """A registry entry's summary and identities (all, or those named), proven by sympy when ``check``:
+    rendered with LaTeX in Jupyter, as text elsewhere."""
+    from . import registry
+
+    res = registry.get(result_id)
+    idents = [res.identity(i) for i in identity_ids] or list(res.identities)
+    from .core import check as _check
+
+    verdicts = [_check(i) if check else None for i in idents]
+    try:
+        get_ipython  # noqa: B018, F821 (defined only inside IPython)
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"**{res.title}** (`{res.id}`; {res.paper})\n\n{res.summary}\n\n"
+                         + "\n".join(identity_markdown(i, v) for i, v in zip(idents, verdicts))))
+    except NameError:
+        print(f"{res.id} · {res.title}\n  ({res.paper})\n  {res.summary}\n")
+        for i, v in zip(idents, verdicts):
+            print("\n".join(identity_text(i, v)) + "\n")
