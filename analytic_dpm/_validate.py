@@ -62,3 +62,18 @@ def choice(name: str, value, options) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}.")
     return value
+
+
+def check_data_range(data_range):
+    """``(a, b)`` as floats with a < b, or None (unbounded data): the data range of Theorem 2's eq. 12 and of
+    clamping x̂_0."""
+    if data_range is None:
+        return None
+    try:
+        a, b = data_range
+    except (TypeError, ValueError):
+        raise TypeError(f"data_range must be a pair (a, b) or None; got {data_range!r}.") from None
+    a, b = as_float("data_range[0]", a), as_float("data_range[1]", b)
+    if not a < b:
+        raise ValueError(f"data_range must be (a, b) with a < b, e.g. (-1.0, 1.0); got {data_range!r}.")
+    return (a, b)

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.special import log_ndtr as _np_log_ndtr
 from tqdm.auto import tqdm
 
-from ._validate import _show, as_float, as_int, choice
+from ._validate import _show, as_float, as_int, choice, check_data_range
 from .likelihood import gaussian_kl, prior_kl_per_dim
 from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
@@ -207,16 +207,7 @@ def _check_schedule(schedule) -> Schedule:
 
 
 def _check_data_range(data_range):
-    if data_range is None:
-        return None
-    try:
-        a, b = data_range
-    except (TypeError, ValueError):
-        raise TypeError(f"data_range must be a pair (a, b) or None; got {data_range!r}.") from None
-    a, b = as_float("data_range[0]", a), as_float("data_range[1]", b)
-    if not a < b:
-        raise ValueError(f"data_range must be (a, b) with a < b, e.g. (-1.0, 1.0); got {data_range!r}.")
-    return (a, b)
+    return check_data_range(data_range)
 
 
 def _check_bool(name, v, allow_none=False):

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._validate import _show, as_float, as_int, choice
+from ._validate import _show, as_float, as_int, choice, check_data_range
 from .schedules import Schedule
 
 #: Relative tolerance of the quadrangle check: an adjacent quadrangle Δ = F[a,c] + F[b,d] − F[a,d] − F[b,c] counts
@@ -127,12 +127,7 @@ def _one_minus_gamma_upper_bound(schedule: Schedule, data_range) -> np.ndarray:
     out = np.full(schedule.N + 1, np.inf)
     if data_range is None:
         return out
-    try:
-        a, b = (as_float("data_range", v) for v in data_range)
-    except TypeError:
-        raise TypeError(f"data_range must be a pair (a, b) or None; got {data_range!r}.") from None
-    if not a < b:
-        raise ValueError(f"data_range must be (a, b) with a < b, e.g. (-1.0, 1.0); got {data_range!r}.")
+    a, b = check_data_range(data_range)
     out[1:] = ((b - a) / 2.0) ** 2 * schedule.alpha_bar[1:] / schedule.beta_bar[1:]
     return out
 

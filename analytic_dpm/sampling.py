@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._validate import as_float, as_int, choice
+from ._validate import as_float, as_int, choice, check_data_range
 from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
 from .variance import ReverseVariances, pixel_clip_threshold, reverse_variances
@@ -90,16 +90,7 @@ class CoefficientTable:
 
 
 def _check_data_range(data_range):
-    if data_range is None:
-        return None
-    try:
-        a, b = data_range
-    except (TypeError, ValueError):
-        raise TypeError(f"data_range must be a pair (a, b) or None; got {data_range!r}.") from None
-    a, b = as_float("data_range[0]", a), as_float("data_range[1]", b)
-    if not a < b:
-        raise ValueError(f"data_range must be (a, b) with a < b, e.g. (-1.0, 1.0); got {data_range!r}.")
-    return (a, b)
+    return check_data_range(data_range)
 
 
 def coefficient_table(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import _show, as_float, as_float_array, choice
+from ._validate import _show, as_float, as_float_array, check_data_range, choice
 from .posterior import check_eta, family_of, gap, lambda_sq
 from .schedules import Schedule
 from .trajectories import transitions, validate_trajectory
@@ -92,15 +92,9 @@ def _check_gamma(gamma, N: int, needed: np.ndarray) -> np.ndarray:
 
 
 def _check_data_range(data_range):
-    if data_range is None:
-        return None
-    try:
-        a, b = (as_float("data_range", v) for v in data_range)
-    except TypeError:
-        raise TypeError(f"data_range must be a pair (a, b) or None; got {data_range!r}.") from None
-    if not a < b:
-        raise ValueError(f"data_range must be (a, b) with a < b, e.g. (-1.0, 1.0); got {data_range!r}.")
-    return (b - a) / 2.0
+    """r = (b − a)/2 for ``data_range = (a, b)``, None without a range."""
+    ab = check_data_range(data_range)
+    return None if ab is None else (ab[1] - ab[0]) / 2.0
 
 
 def theorem2_bounds(schedule: Schedule, s, t, family: str = "ddpm", eta: float = 0.0, data_range=(-1.0, 1.0)):
