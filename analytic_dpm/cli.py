@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("images", help="image experiment: train, Γ, bounds (ET/OT), samples, FD-LeNet (resumable)")
-    p.add_argument("--preset", default="digits", help="digits-ci, digits or fashion-mnist (default digits)")
+    p.add_argument("--preset", default="digits", help="digits-ci, digits, fashion-mnist-cpu or fashion-mnist (default digits)")
     p.add_argument("--out", default="image_out", help="output directory (default image_out/); rerun to resume")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(func=cmd_images)
