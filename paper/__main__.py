@@ -15,6 +15,9 @@ TARGETS = {
     "table2": ("paper.table2", "Table 2 analogue: exact Fréchet distance, five methods, ET and OT (toy Gaussian)"),
     "fig_gamma_M": ("paper.fig_gamma_M", "Monte Carlo Γ̂ against M versus the exact Γ (toy Gaussian)"),
     "table5": ("paper.table5", "Table 5 analogue: bound and FD at K = 10 with Γ̂ from M samples, 5 seeds"),
+    "table6": ("paper.table6", "Table 6 analogue: analytic-DDPM with Γ̂ from M = 10 against DDPM, K = 10…400"),
+    "fig_bounds": ("paper.fig_bounds", "Figures 7 and 9 analogue: Theorem 2 bounds against n; how often σ̂² is clipped"),
+    "fig_et_ot": ("paper.fig_et_ot", "Figure 13 analogue: ET against OT (bound and FD against K, the OT timesteps)"),
     "images": ("paper.images", "digits image experiment (fast: skipped unless ADPM_PAPER_IMAGES=1)"),
     "images-fashion": ("paper.images_fashion", "Fashion-MNIST image experiment (needs dataset-fashion-mnist)"),
 }

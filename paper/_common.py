@@ -117,3 +117,30 @@ def fmt(x, digits: int = 4) -> str:
     if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
         return f"{x:.3e}"
     return f"{x:.{digits}f}"
+
+
+def _tex_escape(s) -> str:
+    s = str(s)
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("σ²", r"$\sigma^2$"), ("Γ", r"$\Gamma$"), ("β̃", r"$\tilde\beta$"),
+                 ("β", r"$\beta$"), ("∞", r"$\infty$"), ("→", r"$\to$"), ("·", r"$\cdot$"), ("—", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def write_latex(path: pathlib.Path, header: list[str], blocks, caption: str = "") -> pathlib.Path:
+    """A LaTeX ``tabular`` (booktabs) for the paper: ``blocks`` is [(title or None, rows), ...]; each titled block gets
+    a spanning row. ``caption`` is written as-is (it may hold LaTeX)."""
+    cols = "l" + "r" * (len(header) - 1)
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + caption + "}")
+    lines += [r"\begin{tabular}{" + cols + "}", r"\toprule", " & ".join(_tex_escape(h) for h in header) + r" \\"]
+    for title, rows in blocks:
+        lines.append(r"\midrule")
+        if title:
+            lines.append(r"\multicolumn{" + str(len(header)) + "}{l}{" + _tex_escape(title) + r"} \\")
+        lines += [" & ".join(_tex_escape(c) for c in r) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    path.write_text("\n".join(lines))
+    return path

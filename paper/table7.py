@@ -10,7 +10,7 @@ import time
 
 import analytic_dpm as adpm
 
-from ._common import markdown_table, write_sidecar
+from ._common import write_csv, write_latex, markdown_table, write_sidecar
 
 CASES = [  # (label, schedule factory, N, K values, DDPM clip_pixel y)
     ("CIFAR10 (LS)", "linear", 1000, [10, 25, 50, 100], 2),
@@ -51,5 +51,13 @@ def run(out_dir, fast: bool = False):
         text.append("\n")
     path = out_dir / "table7.md"
     path.write_text("".join(text))
-    write_sidecar(path, {"cases": [c[:5] for c in CASES]}, started=t0)
-    return [path]
+    csv_path = write_csv(out_dir / "table7.csv", ["case", "process", "row", "K", "value"],
+                         [[r[0], r[1], r[3], K, float(x)] for r in rows for K, x in zip(r[2], r[4])])
+    blocks = [(f"{label} (K = {', '.join(map(str, [r for r in rows if r[0] == label][0][2]))})",
+               [[r[1], r[3]] + [("0" if x == 0 else f"{x:.2e}") for x in r[4]] for r in rows if r[0] == label])
+              for label in dict.fromkeys(r[0] for r in rows)]
+    tex_path = write_latex(out_dir / "table7.tex", ["process", "row", "1st K", "2nd K", "3rd K", "4th K"], blocks,
+                           caption="Theorem 2 bounds on the $(\\tau_1, \\tau_2)$ transition, even trajectory.")
+    for p in (path, csv_path, tex_path):
+        write_sidecar(p, {"cases": [c[:5] for c in CASES]}, started=t0)
+    return [path, csv_path, tex_path]

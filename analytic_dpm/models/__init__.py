@@ -29,6 +29,7 @@ from .training import (
     train,
 )
 from .unet import UNet, UNetConfig, count_parameters, timestep_embedding
+from .foreign import PRETRAINED_PRESETS, load_pretrained  # noqa: F401  (networks from other codebases)
 
 __all__ = [
     "PREDICTIONS", "TIMESTEP_MAPS", "ConvertedEpsModel", "EpsModel", "TorchEpsModel", "eps_from_prediction",

@@ -1,0 +1,520 @@
+"""Analytic-DPM as a diffusers scheduler (P §3–§4; facts file §3.3, §3.4, §5.1).
+
+:class:`AnalyticDPMScheduler` runs this library's reverse chain inside diffusers pipelines. It holds a forward
+:class:`~analytic_dpm.schedules.Schedule`, Γ (noise form, E‖ε̂_n‖²/d), one of the five methods ('analytic-ddpm',
+'analytic-ddim', 'ddpm-large', 'ddpm-small', 'ddim') and a trajectory, and takes every coefficient from
+:func:`analytic_dpm.sampling.coefficient_table`; :meth:`~AnalyticDPMScheduler.step` is the library's own one-step
+update (the function :func:`analytic_dpm.sampling.sample` runs), so the two give the same numbers::
+
+    from diffusers import DDPMPipeline
+    from analytic_dpm.integrations import AnalyticDPMScheduler
+
+    sched = AnalyticDPMScheduler.from_schedule(schedule, gamma=gamma_estimate, method="analytic-ddpm",
+                                               trajectory=adpm.optimal_trajectory(schedule, gamma, K=10))
+    pipe = DDPMPipeline(unet=unet, scheduler=sched)          # not DDIMPipeline: it swaps in a DDIMScheduler
+    images = pipe(batch_size=16, num_inference_steps=10).images
+
+Timesteps. The paper numbers the noisy states n = 1..N; diffusers numbers them t = n − 1 = 0..N−1 (its
+``alphas_cumprod[t]`` is the paper's ᾱ_{t+1}) and feeds the network t. So for a trajectory [0, τ_1, …, τ_K]
+``scheduler.timesteps`` is [τ_K − 1, …, τ_1 − 1], and the matching ε-model for this library's functions is
+``TorchEpsModel(net, timestep_map="n-1")`` (:func:`unet_eps_model` builds it for a ``UNet2DModel``).
+
+Analytic-DDIM. The DDIM-family mean is √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂ with λ² = η²β̃_{s|t}, while the noise added has
+the Analytic-DDIM variance σ*² = λ² + g²(1 − Γ_t) (Theorem 1), not λ²: the mean and the noise get different variances.
+diffusers' DDIM step ties both to η, so it cannot express this; the table here carries them separately
+(``coef_eps`` and ``noise_scale``).
+
+Noise. A diffusers ``torch.Generator`` (or ``variance_noise=``) works as in other schedulers. To reproduce
+:func:`analytic_dpm.sampling.sample` exactly, pass a :class:`SeededNoise` as ``generator``: it draws the start
+x_{τ_K} and every step's noise from the library's per-sample streams (seed, ⌊i/16⌋), in the order ``sample`` draws
+them (a step with σ = 0 draws nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_INSTALL_HINT = (
+    "AnalyticDPMScheduler needs the diffusers package, an optional extra of analytic-dpm. Install it with "
+    "`pip install analytic-dpm[diffusers]` (or `pip install diffusers safetensors`); the rest of analytic_dpm works "
+    "without it."
+)
+try:
+    import diffusers  # noqa: F401  (imported first so that a missing package fails here, with the hint)
+    import torch
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    from diffusers.utils import BaseOutput
+    from diffusers.utils.torch_utils import randn_tensor
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides diffusers
+    raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
+
+from .. import sampling
+from .._validate import _show, as_float, as_int, check_data_range, choice
+from ..gamma import GammaEstimate
+from ..models.protocol import TorchEpsModel, eps_from_prediction
+from ..posterior import check_eta, family_of
+from ..schedules import Schedule
+from ..trajectories import ddim_stride_trajectory, even_trajectory, quadratic_trajectory, validate_trajectory
+from ..variance import ANALYTIC_METHODS, METHODS
+
+#: ``trajectory_type`` values: how :meth:`AnalyticDPMScheduler.set_timesteps` spaces K steps when no trajectory
+#: is fixed. 'even' is the paper's ET (App. F.4, always contains 1 and N).
+TRAJECTORY_TYPES = {"even": even_trajectory, "quadratic": quadratic_trajectory, "ddim-stride": ddim_stride_trajectory}
+#: diffusers' ``prediction_type`` → this library's parameterisation names (:data:`~analytic_dpm.models.PREDICTIONS`).
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+
+
+@dataclass
+class AnalyticDPMSchedulerOutput(BaseOutput):
+    """Output of :meth:`AnalyticDPMScheduler.step`.
+
+    Args:
+        prev_sample: x_{τ_{k−1}}, the next model input (the final sample after the last step).
+        pred_original_sample: x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t at t = τ_k, clamped to ``data_range`` when ``clip_sample``.
+    """
+
+    prev_sample: "torch.Tensor"
+    pred_original_sample: "torch.Tensor | None" = None
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _gamma_array(gamma, N: int):
+    """Γ as a float64 array (N+1,) (NaN where not estimated) from an array, a list with None, or a GammaEstimate."""
+    if gamma is None:
+        return None
+    if isinstance(gamma, GammaEstimate):
+        arr = np.array(gamma.gamma, dtype=np.float64)
+    else:
+        if _is_torch(gamma):
+            gamma = gamma.detach().cpu().numpy()
+        if isinstance(gamma, (list, tuple)):
+            gamma = [np.nan if v is None else v for v in gamma]
+        try:
+            arr = np.array(gamma, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"gamma must be an array of shape (N+1,) = ({N + 1},), a list, or a GammaEstimate; got "
+                            f"{type(gamma).__name__}.") from None
+    if arr.shape != (N + 1,):
+        raise ValueError(
+            f"gamma must have shape (N+1,) = ({N + 1},) for num_train_timesteps = {N} (index = the paper's timestep "
+            f"n = 1..N, index 0 unused); got shape {arr.shape}. Use estimate_gamma(...) or pad a length-N array "
+            "with a leading 0."
+        )
+    arr.setflags(write=False)
+    return arr
+
+
+def _is_torch(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _json_list(arr):
+    """A float array as a JSON-friendly list (None for NaN)."""
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(arr, dtype=np.float64).tolist()]
+
+
+def _diffusers_betas(num_train_timesteps, beta_start, beta_end, beta_schedule) -> np.ndarray:
+    """β_1..β_N exactly as diffusers builds them (float32), via diffusers' own DDPMScheduler."""
+    from diffusers import DDPMScheduler
+
+    try:
+        ref = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
+                            beta_schedule=beta_schedule)
+    except NotImplementedError:
+        raise ValueError(
+            f"beta_schedule must be one diffusers knows ('linear', 'scaled_linear', 'squaredcos_cap_v2', "
+            f"'sigmoid'); got {beta_schedule!r}. For this library's schedules use "
+            "AnalyticDPMScheduler.from_schedule(schedule, ...), which stores the β exactly in trained_betas."
+        ) from None
+    return ref.betas.detach().to(torch.float64).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------- noise
+class SeededNoise:
+    """The random numbers :func:`analytic_dpm.sampling.sample` uses, for a diffusers loop.
+
+    Sample ``first_index + i`` (i < ``num_samples``) takes its start and its noise from the library's stream for
+    (``seed``, sample index) (``SeedSequence(seed, spawn_key=(tag, ⌊index/16⌋))``), so with the same seed, trajectory
+    and model a diffusers loop reproduces ``sample(..., seed=seed, first_index=first_index)`` exactly::
+
+        noise = SeededNoise(seed=0, num_samples=16, shape=(3, 32, 32), device="cuda")
+        x = noise.initial()                                     # x_{τ_K}, drawn first, as sample() does
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t).sample, t, x, generator=noise).prev_sample
+
+    The scheduler draws from it only on steps with σ > 0, in the order ``sample`` draws. Numbers are drawn in
+    float64 with numpy and converted to ``dtype`` on ``device``.
+    """
+
+    def __init__(self, seed: int, num_samples: int, shape, first_index: int = 0, device=None, dtype=None):
+        seed = as_int("seed", seed, minimum=0, fix="Use the seed passed to analytic_dpm.sampling.sample.")
+        num_samples = as_int("num_samples", num_samples, minimum=1, fix="It is the batch size of the loop.")
+        first_index = as_int("first_index", first_index, minimum=0,
+                             fix="first_index is the global index of the first sample (0 unless sharded).")
+        self.shape = sampling._check_shape(shape)
+        self.seed, self.num_samples, self.first_index = seed, num_samples, first_index
+        _, self.device, self.dtype = sampling._torch_setup(device, dtype)
+        self._noise = sampling._BatchNoise(seed, first_index, first_index + num_samples, self.shape)
+        self._started = False
+
+    def _next(self) -> "torch.Tensor":
+        return torch.from_numpy(self._noise.draw()).to(device=self.device, dtype=self.dtype, copy=True)
+
+    def initial(self) -> "torch.Tensor":
+        """x_{τ_K} ~ N(0, I), shape (num_samples, *shape): the first draw of every stream (call it once, first)."""
+        if self._started:
+            raise ValueError("SeededNoise.initial() was already called: it is the first draw of each stream. Create a "
+                             "new SeededNoise for a new run.")
+        self._started = True
+        return self._next()
+
+    def draw(self) -> "torch.Tensor":
+        """The next N(0, I) draw, shape (num_samples, *shape) (the scheduler calls this on steps with σ > 0)."""
+        if not self._started:
+            raise ValueError("SeededNoise.draw() before initial(): sample() draws x_{τ_K} first. Call "
+                             "noise.initial() for the start of the chain, then pass generator=noise to step().")
+        return self._next()
+
+    def __repr__(self) -> str:
+        return (f"SeededNoise(seed={self.seed}, samples {self.first_index}..{self.first_index + self.num_samples - 1}"
+                f", shape={self.shape}, device={self.device}, dtype={self.dtype})")
+
+
+# ---------------------------------------------------------------------------------------------------- model adapter
+class _UNetAsNet(torch.nn.Module):
+    """A diffusers model ``unet(x, t) -> UNet2DOutput`` as a plain ``net(x, t) -> tensor``."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t):
+        out = self.unet(x, t)
+        if hasattr(out, "sample"):
+            return out.sample
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def unet_eps_model(unet, schedule: Schedule | None = None, prediction_type: str = "epsilon",
+                   learned_sigma: bool = False, batch_size: int | None = None) -> TorchEpsModel:
+    """A diffusers ``UNet2DModel`` (or any ``unet(x, t).sample`` model) as an ε-model ``(x, n) -> ε̂``.
+
+    The network receives t = n − 1 (diffusers' 0-based timesteps, ``timestep_map="n-1"``). ``prediction_type``
+    is diffusers' name ('epsilon', 'sample', 'v_prediction'); anything but 'epsilon' needs ``schedule`` to convert.
+    ``learned_sigma``: the model outputs 2C channels (a variance head); only ε is kept. Use the result with
+    :func:`~analytic_dpm.gamma.estimate_gamma`, :func:`~analytic_dpm.sampling.sample`, the likelihood and the
+    distributed helpers.
+    """
+    choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
+    return TorchEpsModel(_UNetAsNet(unet), timestep_map="n-1", schedule=schedule,
+                         prediction=PREDICTION_TYPES[prediction_type], learned_sigma=learned_sigma,
+                         batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------- scheduler
+class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
+    """Analytic-DPM (Bao et al., ICLR 2022) as a diffusers scheduler: optimal reverse variances from Γ (Theorem 1),
+    clipped to Theorem 2's bounds, on any trajectory, plus the DDPM/DDIM baselines.
+
+    Build it with :meth:`from_schedule` from this library's objects, or with ``from_config(ddpm_scheduler.config,
+    gamma=..., method=...)`` from a diffusers pipeline (the β then match diffusers' float32 ones exactly).
+
+    Args (all stored in the JSON config, so ``save_pretrained``/``from_pretrained`` round-trip):
+        num_train_timesteps: N.
+        beta_start, beta_end, beta_schedule: diffusers' schedule description, used when ``trained_betas`` is None
+            (β built by diffusers' own code: 'linear', 'scaled_linear', 'squaredcos_cap_v2', 'sigmoid').
+        trained_betas: β_1..β_N (float64, kept exactly); :meth:`from_schedule` fills it.
+        method: 'analytic-ddpm', 'analytic-ddim', 'ddpm-large', 'ddpm-small' or 'ddim'.
+        gamma: Γ_n = E‖ε̂_n(x_n)‖²/d, shape (N+1,) indexed by the paper's n (index 0 unused; None/NaN where not
+            estimated), an array, list or :class:`~analytic_dpm.gamma.GammaEstimate`. Required by analytic methods
+            at the trajectory's timesteps.
+        eta: DDIM η (DDIM family only): λ² = η²β̃ in the mean; Analytic-DDIM's noise variance comes from Γ.
+        trajectory: a fixed trajectory [0, τ_1, …, τ_K] in the paper's numbering (e.g. from
+            :func:`~analytic_dpm.optimal_trajectory`); then ``set_timesteps`` needs K or nothing.
+        trajectory_type: spacing used by ``set_timesteps(K)`` without a fixed trajectory: 'even' (the paper's ET,
+            default), 'quadratic', 'ddim-stride'.
+        clip_sample: clamp x̂_0 to ``data_range`` at every step (the official code does this for images).
+        data_range: (a, b) of the data: Theorem 2's eq. 12 bound and the clamp; None for unbounded data.
+        clip_variance: clip the analytic σ² into Theorem 2's bounds (``clip`` of :func:`coefficient_table`).
+        clip_sigma_pixel: y of the sampling-only clip σ² ≤ (y·(2/255)·√(π/2))² on the step into τ_1 (App. F.2).
+        prediction_type: what the network outputs: 'epsilon', 'sample' (x_0) or 'v_prediction'.
+    """
+
+    order = 1
+    _compatibles = ["DDPMScheduler", "DDIMScheduler"]
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas=None,
+        method: str = "analytic-ddpm",
+        gamma=None,
+        eta: float = 0.0,
+        trajectory=None,
+        trajectory_type: str = "even",
+        clip_sample: bool = True,
+        data_range=(-1.0, 1.0),
+        clip_variance: bool = True,
+        clip_sigma_pixel: float | None = None,
+        prediction_type: str = "epsilon",
+    ):
+        N = as_int("num_train_timesteps", num_train_timesteps, minimum=1, fix="It is N, e.g. 1000.")
+        choice("method", method, METHODS)
+        choice("trajectory_type", trajectory_type, tuple(TRAJECTORY_TYPES))
+        choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
+        eta = check_eta(eta)
+        if family_of(method) == "ddpm" and eta != 0.0:
+            raise ValueError(f"eta applies to the DDIM family only ('ddim', 'analytic-ddim'); got eta = {eta} with "
+                             f"method {method!r}. Leave eta at 0 or pick a DDIM method.")
+        for nm, v in (("clip_sample", clip_sample), ("clip_variance", clip_variance)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{nm} must be True or False; got {v!r}.")
+        data_range = check_data_range(data_range)
+        if clip_sample and data_range is None:
+            raise ValueError("clip_sample=True clamps x̂_0 to data_range, but data_range is None. Pass "
+                             "data_range=(-1.0, 1.0) for images, or clip_sample=False for unbounded data.")
+        if clip_sigma_pixel is not None:
+            clip_sigma_pixel = as_float("clip_sigma_pixel", clip_sigma_pixel)
+            if clip_sigma_pixel <= 0:
+                raise ValueError(f"clip_sigma_pixel must be > 0 (the paper uses 1 or 2) or None; got "
+                                 f"{clip_sigma_pixel}.")
+
+        if trained_betas is not None:
+            if _is_torch(trained_betas):
+                trained_betas = trained_betas.detach().cpu().numpy()
+            betas = np.array(trained_betas, dtype=np.float64)
+            if betas.shape != (N,):
+                raise ValueError(f"trained_betas must hold β_1..β_N, shape ({N},) for num_train_timesteps = {N}; got "
+                                 f"shape {betas.shape}.")
+            self.schedule = Schedule.from_betas(betas, name="trained_betas")
+        else:
+            self.schedule = Schedule.from_betas(
+                _diffusers_betas(N, beta_start, beta_end, beta_schedule),
+                name=f"diffusers-{beta_schedule}(N={N})")
+
+        g = _gamma_array(gamma, N)
+        if method in ANALYTIC_METHODS and g is None:
+            raise ValueError(
+                f"method {method!r} needs gamma, Γ_n = E‖ε̂_n(x_n)‖²/d of shape (N+1,) = ({N + 1},). Estimate it with "
+                "estimate_gamma(unet_eps_model(unet), schedule, data) or pick a baseline method ('ddpm-large', "
+                "'ddpm-small', 'ddim')."
+            )
+        self.gamma = g
+        fixed = None
+        if trajectory is not None:
+            fixed = validate_trajectory(np.asarray(trajectory), N)
+
+        # JSON-friendly config: lists of floats/ints (None for NaN), so save_pretrained writes plain JSON
+        self.register_to_config(
+            trained_betas=None if trained_betas is None else self.schedule.beta[1:].tolist(),
+            gamma=None if g is None else _json_list(g),
+            trajectory=None if fixed is None else [int(v) for v in fixed],
+            data_range=None if data_range is None else list(data_range),
+            eta=eta, clip_sigma_pixel=clip_sigma_pixel,
+        )
+        self._data_range = data_range
+
+        # diffusers-compatible attributes (0-based: alphas_cumprod[t] = ᾱ_{t+1})
+        self.betas = torch.from_numpy(self.schedule.beta[1:].astype(np.float32))
+        self.alphas = torch.from_numpy(self.schedule.alpha[1:].astype(np.float32))
+        self.alphas_cumprod = torch.from_numpy(self.schedule.alpha_bar[1:].astype(np.float32))
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps = None
+        self.timesteps = torch.from_numpy(np.arange(N - 1, -1, -1, dtype=np.int64))
+        self.table = None
+        self._index = {}
+        if fixed is not None:
+            self.set_trajectory(fixed)
+
+    # ------------------------------------------------------------------ construction from this library's objects
+    @classmethod
+    def from_schedule(cls, schedule: Schedule, gamma=None, method: str = "analytic-ddpm", trajectory=None,
+                      num_inference_steps: int | None = None, **kwargs) -> "AnalyticDPMScheduler":
+        """A scheduler for this library's ``schedule`` (its β stored exactly), Γ, method and trajectory.
+
+        ``gamma``: array (N+1,) or :class:`~analytic_dpm.gamma.GammaEstimate`. ``trajectory``: [0, τ_1, …, τ_K]
+        (an :class:`~analytic_dpm.optimal_trajectory.OptimalTrajectory` works), or ``num_inference_steps`` = K for
+        the spacing ``trajectory_type`` (default the paper's even trajectory). Other keyword arguments are those of
+        the constructor (eta, clip_sample, data_range, clip_variance, clip_sigma_pixel, prediction_type, ...).
+        """
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be an analytic_dpm Schedule; got {type(schedule).__name__}. Build one "
+                            "with Schedule.linear(N) or Schedule.cosine(N).")
+        if trajectory is not None and num_inference_steps is not None:
+            raise ValueError("pass either trajectory=[0, τ_1, …, τ_K] or num_inference_steps=K, not both.")
+        sched = cls(num_train_timesteps=schedule.N, trained_betas=np.array(schedule.beta[1:]), gamma=gamma,
+                    method=method, trajectory=None if trajectory is None else np.asarray(trajectory), **kwargs)
+        # keep the caller's Schedule object itself: identical for β-built schedules, exact for the others too
+        sched.schedule = schedule
+        if trajectory is not None:
+            sched.set_trajectory(np.asarray(trajectory))
+        elif num_inference_steps is not None:
+            sched.set_timesteps(num_inference_steps)
+        return sched
+
+    # ------------------------------------------------------------------ timesteps
+    @property
+    def trajectory(self):
+        """The current trajectory [0, τ_1, …, τ_K] in the paper's numbering (None before ``set_timesteps``)."""
+        return None if self.table is None else self.table.trajectory
+
+    def set_trajectory(self, trajectory, device=None):
+        """Use the trajectory [0, τ_1, …, τ_K] (paper's numbering, n = 1..N); ``timesteps`` becomes τ_K − 1, …, τ_1 − 1.
+
+        Builds the float64 coefficient table with :func:`~analytic_dpm.sampling.coefficient_table`.
+        """
+        cfg = self.config
+        traj = validate_trajectory(np.asarray(trajectory), self.schedule.N)
+        self.table = sampling.coefficient_table(
+            self.schedule, traj, cfg.method, gamma=self.gamma, eta=cfg.eta, data_range=self._data_range,
+            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel,
+        )
+        self._index = {int(t) - 1: i for i, t in enumerate(self.table.t.tolist())}
+        self.num_inference_steps = self.table.K
+        self.timesteps = torch.from_numpy((self.table.t[::-1] - 1).astype(np.int64).copy())
+        if device is not None:
+            self.timesteps = self.timesteps.to(device)
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device=None, timesteps=None):
+        """Choose the K timesteps of the reverse chain (diffusers' API).
+
+        * ``timesteps``: diffusers' 0-based timesteps in decreasing order (t = n − 1), e.g. [999, 899, …, 0];
+        * else the fixed ``trajectory`` of the config (``num_inference_steps`` must be None or its K);
+        * else ``num_inference_steps`` = K spaced by ``trajectory_type`` ('even': the paper's ET, τ = 1, …, N).
+        """
+        N = self.schedule.N
+        fixed = self.config.trajectory
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass either num_inference_steps or timesteps, not both.")
+            ts = timesteps.detach().cpu().numpy() if _is_torch(timesteps) else np.asarray(timesteps)
+            if ts.ndim != 1 or ts.size == 0 or not np.issubdtype(ts.dtype, np.integer):
+                raise ValueError(f"timesteps must be a non-empty 1-D sequence of ints (diffusers' 0-based t = n − 1); "
+                                 f"got {_show(ts)}.")
+            if np.any(np.diff(ts) >= 0) or ts[-1] < 0 or ts[0] > N - 1:
+                raise ValueError(f"timesteps must be strictly decreasing diffusers timesteps in 0..N−1 = 0..{N - 1}, "
+                                 f"e.g. [{N - 1}, …, 0]; got {_show(ts)}.")
+            traj = np.concatenate([[0], ts[::-1].astype(np.int64) + 1])
+        elif fixed is not None:
+            K = len(fixed) - 1
+            if num_inference_steps is not None and int(num_inference_steps) != K:
+                raise ValueError(
+                    f"this scheduler has a fixed trajectory with K = {K} steps (config 'trajectory'); got "
+                    f"num_inference_steps = {num_inference_steps}. Pass num_inference_steps={K} (or None), or build "
+                    "the scheduler without trajectory= to space K steps by trajectory_type."
+                )
+            traj = np.asarray(fixed, dtype=np.int64)
+        else:
+            if num_inference_steps is None:
+                raise ValueError("set_timesteps needs num_inference_steps=K (or timesteps=[...]) when the scheduler "
+                                 "has no fixed trajectory.")
+            K = as_int("num_inference_steps", num_inference_steps, minimum=1,
+                       fix=f"It is the number of sampling steps K, 1 <= K <= N = {N}.")
+            traj = TRAJECTORY_TYPES[self.config.trajectory_type](N, K)
+        self.set_trajectory(traj, device=device)
+
+    def _position(self, timestep) -> int:
+        if self.table is None:
+            raise ValueError("call set_timesteps(num_inference_steps) (or set_trajectory) before step().")
+        t = int(timestep.item()) if _is_torch(timestep) else as_int("timestep", timestep)
+        i = self._index.get(t)
+        if i is None:
+            raise ValueError(
+                f"timestep {t} is not on the current trajectory; step() accepts only scheduler.timesteps = "
+                f"{_show(self.timesteps.cpu().numpy())} (diffusers' 0-based t = n − 1)."
+            )
+        return i
+
+    def previous_timestep(self, timestep):
+        """The diffusers timestep after ``timestep`` on the trajectory (τ_{k−1} − 1; −1 after the last step)."""
+        i = self._position(timestep)
+        return int(self.table.s[i]) - 1
+
+    # ------------------------------------------------------------------ diffusers API
+    def scale_model_input(self, sample, timestep=None):
+        """The model input is x_t itself (variance-preserving chain)."""
+        return sample
+
+    def step(self, model_output, timestep, sample, generator=None, variance_noise=None, return_dict: bool = True):
+        """One reverse transition x_{τ_k} → x_{τ_{k−1}} with this library's update (:func:`reverse_step`).
+
+        x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t (clamped when ``clip_sample``), then x_s = coef_x0·x̂_0 + coef_xt·x_t +
+        coef_eps·ε̂ + √σ² z, all coefficients from :func:`coefficient_table`. ``timestep``: diffusers' t = τ_k − 1
+        from ``scheduler.timesteps``. Noise z: ``variance_noise`` if given, else from ``generator`` (a
+        ``torch.Generator``, a list of them, or a :class:`SeededNoise` to reproduce :func:`sample`), drawn only when
+        σ > 0. Computes in at least float32 and returns the dtype of ``sample``.
+        """
+        i = self._position(timestep)
+        tab = self.table
+        n = int(tab.t[i])
+        if not (_is_torch(model_output) and _is_torch(sample)):
+            raise TypeError(f"model_output and sample must be torch tensors; got {type(model_output).__name__} and "
+                            f"{type(sample).__name__}.")
+        out_dtype = sample.dtype
+        dtype = torch.promote_types(sample.dtype, torch.float32)
+        x = sample.to(dtype)
+        out = model_output.to(dtype)
+        if out.shape != x.shape:
+            if out.ndim == x.ndim and out.shape[1] == 2 * x.shape[1]:
+                out = out[:, : x.shape[1]]  # a learned-variance head: ignored, as in the paper
+            else:
+                raise ValueError(f"model_output must have the shape of sample, {tuple(x.shape)}; got "
+                                 f"{tuple(out.shape)}.")
+        eps = eps_from_prediction(self.schedule, n, x, out, PREDICTION_TYPES[self.config.prediction_type])
+        clamp = self._data_range if self.config.clip_sample else None
+        z = None
+        if tab.noise_scale[i] > 0.0:
+            if variance_noise is not None:
+                if generator is not None:
+                    raise ValueError("pass either generator or variance_noise to step(), not both.")
+                if tuple(variance_noise.shape) != tuple(x.shape):
+                    raise ValueError(f"variance_noise must have the shape of sample, {tuple(x.shape)}; got "
+                                     f"{tuple(variance_noise.shape)}.")
+                z = variance_noise.to(device=x.device, dtype=dtype)
+            elif isinstance(generator, SeededNoise):
+                z = generator.draw().to(device=x.device, dtype=dtype)
+                if tuple(z.shape) != tuple(x.shape):
+                    raise ValueError(f"the SeededNoise draws shape {tuple(z.shape)} but sample has shape "
+                                     f"{tuple(x.shape)}; build it with num_samples and shape matching the batch.")
+            else:
+                z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=dtype)
+        x0 = sampling._predict_x0(tab, i, x, eps, clamp)
+        prev = sampling._step(tab, i, x, eps, z, clamp)
+        prev, x0 = prev.to(out_dtype), x0.to(out_dtype)
+        if not return_dict:
+            return (prev, x0)
+        return AnalyticDPMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+    def add_noise(self, original_samples, noise, timesteps):
+        """Forward process q(x_n | x_0): √ᾱ_n x_0 + √β̄_n ε at diffusers' t = n − 1 (per sample; float64 scalars)."""
+        t = timesteps if _is_torch(timesteps) else torch.as_tensor(timesteps)
+        t_np = t.detach().cpu().numpy().astype(np.int64).reshape(-1)
+        N = self.schedule.N
+        if np.any(t_np < 0) or np.any(t_np > N - 1):
+            raise ValueError(f"timesteps must lie in 0..N−1 = 0..{N - 1} (diffusers' t = n − 1); got {_show(t_np)}.")
+        n = t_np + 1
+        shape = (-1,) + (1,) * (original_samples.ndim - 1)
+        a = torch.from_numpy(np.sqrt(self.schedule.alpha_bar[n])).to(original_samples.device).reshape(shape)
+        b = torch.from_numpy(np.sqrt(self.schedule.beta_bar[n])).to(original_samples.device).reshape(shape)
+        dtype = original_samples.dtype
+        return a.to(dtype) * original_samples + b.to(dtype) * noise.to(dtype)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    def __repr__(self) -> str:
+        k = "unset" if self.table is None else self.table.K
+        return (f"AnalyticDPMScheduler(method={self.config.method!r}, N={self.schedule.N}, K={k}, "
+                f"eta={self.config.eta}, clip_sample={self.config.clip_sample})")
+
+
+__all__ = ["AnalyticDPMScheduler", "AnalyticDPMSchedulerOutput", "SeededNoise", "unet_eps_model", "TRAJECTORY_TYPES",
+           "PREDICTION_TYPES"]

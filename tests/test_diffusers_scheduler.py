@@ -1,0 +1,265 @@
+"""AnalyticDPMScheduler (diffusers) against this library's own sampler, on a tiny random UNet2DModel, offline.
+
+Also: diffusers' DDPMPipeline runs with it, the config round-trips, diffusers' timestep convention (t = n − 1),
+the lazy import, and a smoke run of benchmarks/bench_gpu_sampling.py.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
+
+import analytic_dpm as adpm  # noqa: E402
+from analytic_dpm.integrations import AnalyticDPMScheduler, SeededNoise, unet_eps_model  # noqa: E402
+from analytic_dpm.sampling import coefficient_table, reverse_step  # noqa: E402
+from analytic_dpm.variance import reverse_variances  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 100
+SCHED = adpm.Schedule.linear(N)
+SHAPE = (1, 8, 8)
+TRAJ = adpm.even_trajectory(N, 6)
+METHODS = ["analytic-ddpm", "analytic-ddim", "ddpm-large", "ddpm-small", "ddim"]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    net = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8).eval()
+    with torch.no_grad():
+        net.conv_out.weight.mul_(2.5)  # Γ of the random network ≈ 0.4: inside [0, 1], so nothing is clipped
+    return net
+
+
+@pytest.fixture(scope="module")
+def gamma(unet):
+    data = np.random.default_rng(0).uniform(-1, 1, (32, *SHAPE)).astype(np.float32)
+    opt_ts = np.arange(1, N + 1)
+    est = adpm.estimate_gamma(unet_eps_model(unet), SCHED, data, timesteps=opt_ts, batch_size=32, seed=1,
+                              progress=False)
+    assert 0.1 < est.gamma[1:].min() and est.gamma[1:].max() < 0.9
+    return est
+
+
+def _diffusers_loop(unet, sched, x, generator=None):
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x, generator=generator).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("trajectory", ["even", "optimal"])
+def test_same_samples_as_library_sampler(unet, gamma, method, trajectory):
+    """Same model, seeds, trajectory and coefficients: the diffusers loop reproduces analytic_dpm.sampling.sample."""
+    traj = TRAJ if trajectory == "even" else np.asarray(adpm.optimal_trajectory(SCHED, gamma, 6))
+    if trajectory == "optimal":
+        assert not np.array_equal(traj, TRAJ)
+    kw = dict(eta=0.5) if method == "analytic-ddim" else {}
+    pix = 1.0 if method == "analytic-ddpm" else None
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, trajectory=traj,
+                                               clip_sigma_pixel=pix, **kw)
+    B = 20  # two noise chunks of 16
+    ref = adpm.sample(unet_eps_model(unet, SCHED), SCHED, traj, method, B, SHAPE, gamma=gamma, clip_x0=True,
+                      clip_sigma_pixel=pix, seed=3, backend="torch", **kw)
+    noise = SeededNoise(seed=3, num_samples=B, shape=SHAPE)
+    x = _diffusers_loop(unet, sched, noise.initial(), generator=noise)
+    torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-6)
+    assert ref.std() > 0.1  # not a degenerate chain
+    if pix is not None:
+        assert sched.table.sigma_sq_clipped[1]  # the σ² pixel clip was active on (τ_1, τ_2)
+    assert sched.table.fingerprint() == coefficient_table(SCHED, traj, method, gamma=gamma, clip_sigma_pixel=pix,
+                                                          **kw).fingerprint()
+
+
+def test_first_index_and_subbatch(unet, gamma):
+    """A SeededNoise for samples 16..19 reproduces rows 16..19 of a larger run (per-sample streams)."""
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm", num_inference_steps=4)
+    traj = adpm.even_trajectory(N, 4)
+    ref = adpm.sample(unet_eps_model(unet, SCHED), SCHED, traj, "analytic-ddpm", 4, SHAPE, gamma=gamma,
+                      clip_x0=True, seed=9, backend="torch", first_index=16)
+    noise = SeededNoise(seed=9, num_samples=4, shape=SHAPE, first_index=16)
+    x = _diffusers_loop(unet, sched, noise.initial(), generator=noise)
+    torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_analytic_ddim_mean_and_noise_have_different_variances(unet, gamma):
+    """Analytic-DDIM: mean √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂ with λ² = η²β̃, noise σ*² from Theorem 1 (≠ λ²)."""
+    eta = 0.3
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddim", eta=eta, trajectory=TRAJ)
+    tab = sched.table
+    s, t = tab.s, tab.t
+    var = reverse_variances(SCHED, TRAJ, "analytic-ddim", gamma=gamma, eta=eta)
+    inner = slice(1, None)  # every step but the last (s = 0)
+    np.testing.assert_allclose(tab.coef_eps[inner] ** 2, SCHED.beta_bar[s[inner]] - var.lambda_sq[inner], rtol=1e-12)
+    np.testing.assert_allclose(tab.sigma_sq[inner], var.sigma_sq[inner], rtol=1e-12)
+    assert np.all(tab.sigma_sq[inner] > var.lambda_sq[inner])  # the noise is not the mean's λ²
+    assert np.all(tab.sigma_sq[1:3] > 10 * var.lambda_sq[1:3])
+    # one step by hand, with explicit noise
+    k = 3
+    ts_ = int(t[k - 1]) - 1
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *SHAPE), generator=g)
+    z = torch.randn((2, *SHAPE), generator=g)
+    with torch.no_grad():
+        eps = unet(x, torch.tensor(ts_)).sample
+    out = sched.step(eps, ts_, x, variance_noise=z)
+    sab_t, sbb_t = np.sqrt(SCHED.alpha_bar[t[k - 1]]), np.sqrt(SCHED.beta_bar[t[k - 1]])
+    x0 = ((x.double() - sbb_t * eps.double()) / sab_t).clamp(-1, 1)
+    sk = s[k - 1]
+    want = (np.sqrt(SCHED.alpha_bar[sk]) * x0 + np.sqrt(SCHED.beta_bar[sk] - var.lambda_sq[k - 1]) * eps.double()
+            + np.sqrt(var.sigma_sq[k - 1]) * z.double())
+    torch.testing.assert_close(out.prev_sample.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.pred_original_sample.double(), x0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.prev_sample, reverse_step(tab, k, x, eps, noise=z, clip_x0=True))
+
+
+def test_ddpm_pipeline_runs_with_the_scheduler(unet, gamma):
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm")
+    pipe = DDPMPipeline(unet=unet, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=3, generator=torch.Generator().manual_seed(5), num_inference_steps=5,
+                  output_type="np").images
+    np.testing.assert_array_equal(sched.trajectory, adpm.even_trajectory(N, 5))
+    gen = torch.Generator().manual_seed(5)
+    x = _diffusers_loop(unet, sched, torch.randn((3, *SHAPE), generator=gen), generator=gen)
+    np.testing.assert_allclose(images, (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-6)
+    assert images.shape == (3, 8, 8, 1)
+
+
+def test_timestep_convention_and_add_noise():
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, method="ddpm-small", num_inference_steps=10)
+    TRAJ_10 = adpm.even_trajectory(N, 10)[1:][::-1] - 1
+    np.testing.assert_array_equal(sched.timesteps.numpy(), TRAJ_10)
+    assert sched.timesteps[-1] == 0 and sched.timesteps[0] == N - 1 and len(sched) == N
+    assert sched.previous_timestep(int(TRAJ_10[0])) == int(TRAJ_10[1]) and sched.previous_timestep(0) == -1
+    # diffusers' alphas_cumprod[t] is the paper's ᾱ_{t+1}
+    np.testing.assert_allclose(sched.alphas_cumprod.numpy(), SCHED.alpha_bar[1:].astype(np.float32))
+    x0 = torch.rand((4, *SHAPE)) * 2 - 1
+    eps = torch.randn((4, *SHAPE))
+    t = torch.tensor([0, 10, 50, 99])
+    want = (np.sqrt(SCHED.alpha_bar[t.numpy() + 1])[:, None, None, None] * x0.double().numpy()
+            + np.sqrt(SCHED.beta_bar[t.numpy() + 1])[:, None, None, None] * eps.double().numpy())
+    np.testing.assert_allclose(sched.add_noise(x0, eps, t).numpy(), want, rtol=1e-5, atol=1e-6)
+    ref = DDPMScheduler(num_train_timesteps=N, trained_betas=SCHED.beta[1:].tolist())
+    torch.testing.assert_close(sched.add_noise(x0, eps, t), ref.add_noise(x0, eps, t), rtol=1e-5, atol=1e-5)
+    # custom diffusers-style timesteps (decreasing, 0-based)
+    sched.set_timesteps(timesteps=[99, 49, 0])
+    np.testing.assert_array_equal(sched.trajectory, [0, 1, 50, 100])
+    assert sched.scale_model_input(x0, 5) is x0 and sched.init_noise_sigma == 1.0
+
+
+def test_config_round_trip(tmp_path, unet, gamma):
+    g = np.array(gamma.gamma)
+    g[7] = np.nan  # not estimated: saved as null
+    traj = np.asarray(adpm.optimal_trajectory(SCHED, gamma, 5))
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=g, method="analytic-ddim", eta=0.2, trajectory=traj,
+                                               clip_sigma_pixel=2.0)
+    sched.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert cfg["_class_name"] == "AnalyticDPMScheduler" and cfg["gamma"][7] is None
+    assert cfg["trajectory"] == traj.tolist() and cfg["method"] == "analytic-ddim"
+    back = AnalyticDPMScheduler.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(back.gamma, g)
+    np.testing.assert_array_equal(back.schedule.alpha_bar, SCHED.alpha_bar)
+    np.testing.assert_array_equal(back.trajectory, traj)
+    assert back.table.fingerprint() == sched.table.fingerprint()
+    back.set_timesteps(5)  # K of the fixed trajectory: accepted
+    with pytest.raises(ValueError, match="fixed trajectory with K = 5 steps"):
+        back.set_timesteps(7)
+
+
+def test_from_diffusers_config_uses_diffusers_betas():
+    ddpm = DDPMScheduler(num_train_timesteps=1000)
+    g = np.full(1001, 0.3)
+    sched = AnalyticDPMScheduler.from_config(ddpm.config, gamma=g, method="analytic-ddpm")
+    np.testing.assert_array_equal(sched.schedule.beta[1:], ddpm.betas.double().numpy())
+    torch.testing.assert_close(sched.alphas_cumprod, ddpm.alphas_cumprod, rtol=1e-6, atol=1e-7)
+    cos = AnalyticDPMScheduler.from_config(DDIMScheduler(beta_schedule="squaredcos_cap_v2").config, method="ddim")
+    np.testing.assert_array_equal(cos.schedule.beta[1:],
+                                  DDIMScheduler(beta_schedule="squaredcos_cap_v2").betas.double().numpy())
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+def test_prediction_types(unet, gamma, prediction_type):
+    """An x_0- or v-predicting model converted to ε gives the ε-model's step."""
+    base = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm", trajectory=TRAJ)
+    other = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm", trajectory=TRAJ,
+                                               prediction_type=prediction_type)
+    t = int(base.timesteps[2])
+    n = t + 1
+    x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eps = unet(x, torch.tensor(t)).sample
+    sab, sbb = float(np.sqrt(SCHED.alpha_bar[n])), float(np.sqrt(SCHED.beta_bar[n]))
+    out = (x - sbb * eps) / sab if prediction_type == "sample" else (eps - sbb * x) / sab  # x̂_0 or v̂
+    z = torch.randn_like(x)
+    torch.testing.assert_close(other.step(out, t, x, variance_noise=z).prev_sample,
+                               base.step(eps, t, x, variance_noise=z).prev_sample, rtol=1e-4, atol=1e-5)
+
+
+def test_errors(gamma):
+    with pytest.raises(ValueError, match="method 'analytic-ddpm' needs gamma"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="analytic-ddpm")
+    with pytest.raises(ValueError, match=r"method must be one of"):
+        AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic")
+    with pytest.raises(ValueError, match=r"gamma must have shape \(N\+1,\) = \(101,\)"):
+        AnalyticDPMScheduler.from_schedule(SCHED, gamma=np.zeros(100), method="analytic-ddpm")
+    with pytest.raises(ValueError, match="eta applies to the DDIM family only"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddpm-small", eta=0.5)
+    with pytest.raises(ValueError, match="clip_sample=True clamps"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", data_range=None)
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim")
+    x = torch.zeros((1, *SHAPE))
+    with pytest.raises(ValueError, match="call set_timesteps"):
+        sched.step(x, 99, x)
+    sched.set_timesteps(4)
+    with pytest.raises(ValueError, match="timestep 50 is not on the current trajectory"):
+        sched.step(x, 50, x)
+    with pytest.raises(ValueError, match="strictly decreasing diffusers timesteps"):
+        sched.set_timesteps(timesteps=[0, 50])
+    with pytest.raises(ValueError, match="model_output must have the shape of sample"):
+        sched.step(torch.zeros((1, 3, 8, 8)), 99, x)
+    noise = SeededNoise(seed=0, num_samples=1, shape=SHAPE)
+    with pytest.raises(ValueError, match=r"draw\(\) before initial\(\)"):
+        noise.draw()
+
+
+def test_core_imports_without_diffusers():
+    code = ("import sys, analytic_dpm, analytic_dpm.integrations, analytic_dpm.distributed; "
+            "assert 'diffusers' not in sys.modules, 'diffusers was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_missing_diffusers_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    monkeypatch.delitem(sys.modules, "analytic_dpm.integrations.diffusers_scheduler")
+    with pytest.raises(ImportError, match=r"pip install analytic-dpm\[diffusers\]"):
+        importlib.import_module("analytic_dpm.integrations.diffusers_scheduler")
+
+
+def test_benchmark_smoke(tmp_path):
+    """benchmarks/bench_gpu_sampling.py end to end at tiny size on the CPU (K = 2, batch 2, one timed run)."""
+    spec = importlib.util.spec_from_file_location("bench_gpu_sampling", ROOT / "benchmarks" / "bench_gpu_sampling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--device", "cpu", "--size", "tiny", "--K", "2", "--batch", "2", "--repeats", "1",
+                       "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    impls = {r["impl"] for r in res["rows"]}
+    assert impls == {"analytic_dpm.sample", "diffusers DDIMPipeline", "diffusers + AnalyticDPMScheduler"}
+    assert len(res["rows"]) == 4 and all(r["images_per_s"] > 0 and r["K"] == 2 for r in res["rows"])
+    assert all(r["overhead_ms_per_step_null_net"] > 0 for r in res["rows"])
+    assert bench.SIZES["cifar10"]["block_out_channels"] == (128, 256, 256, 256)
+    assert res["check_scheduler_vs_sample_max_abs_diff"] < 1e-5
