@@ -351,6 +351,57 @@ def box_downsample(dataset: ImageDataset, factor: int) -> ImageDataset:
     return ImageDataset(to_model_range(v), dataset.labels, f"{dataset.name}@{h // f}x{w // f}", dataset.bits, info)
 
 
+# ---------------------------------------------------------------------------------------------------- CIFAR10
+#: environment variable naming the directory of the CIFAR10 binary version (``cifar-10-batches-bin``)
+CIFAR10_ENV = "ANALYTIC_DPM_CIFAR10"
+CIFAR10_FILES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
+_CIFAR10_RECORD = 1 + 3 * 32 * 32
+
+
+def cifar10_root(root=None) -> Path:
+    """The CIFAR10 directory: ``root``, else $ANALYTIC_DPM_CIFAR10, else ``data/cifar-10-batches-bin``."""
+    if root is None:
+        root = os.environ.get(CIFAR10_ENV, "data/cifar-10-batches-bin")
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a directory path (str or os.PathLike) or None; got {type(root).__name__}.")
+    return Path(root)
+
+
+def load_cifar10(split: str = "train", root=None) -> ImageDataset:
+    """CIFAR10 from its *binary* version (``cifar-10-batches-bin``: ``data_batch_1..5.bin``, ``test_batch.bin``; each
+    record is one label byte and 3072 pixel bytes, R, G then B planes of 32×32) as float32 (M, 3, 32, 32) in [−1, 1].
+
+    The binary version is read as plain bytes; the Python version of CIFAR10 is a pickle and is never loaded here.
+    Nothing is downloaded: get ``cifar-10-binary.tar.gz`` from the CIFAR10 page of the University of Toronto (Alex
+    Krizhevsky), unpack it and pass ``root=`` or set $ANALYTIC_DPM_CIFAR10.
+    """
+    if split not in CIFAR10_FILES:
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
+    r = cifar10_root(root)
+    paths = [r / f for f in CIFAR10_FILES[split]]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR10 file(s) {', '.join(missing)} not found in {r}. Download the binary version "
+            "(cifar-10-binary.tar.gz, from the CIFAR10 page of the University of Toronto), unpack it, and pass root= "
+            f"(or set ${CIFAR10_ENV}) to its cifar-10-batches-bin directory. The Python (pickle) version is not read."
+        )
+    us, ys = [], []
+    for p in paths:
+        raw = np.fromfile(p, dtype=np.uint8)
+        if raw.size == 0 or raw.size % _CIFAR10_RECORD:
+            raise ValueError(f"{p} has {raw.size} bytes, not a multiple of the {_CIFAR10_RECORD}-byte CIFAR10 record "
+                             "(1 label byte + 3072 pixels). Is it the binary version?")
+        rec = raw.reshape(-1, _CIFAR10_RECORD)
+        if rec[:, 0].max() > 9:
+            raise ValueError(f"{p} has labels up to {rec[:, 0].max()}; CIFAR10 labels lie in 0..9.")
+        ys.append(rec[:, 0].astype(np.int64))
+        us.append(rec[:, 1:].reshape(-1, 3, 32, 32))
+    u = np.concatenate(us)
+    return ImageDataset(images=to_model_range(u), labels=np.concatenate(ys), name=f"cifar10/{split}", bits=8,
+                        info={"source": "CIFAR10 binary version", "files": [p.name for p in paths]})
+
+
 # ---------------------------------------------------------------------------------------------------- batches
 def batches(array, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False):
     """Iterate over one epoch of ``array`` (numpy or torch, first axis = samples) in mini-batches.

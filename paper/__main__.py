@@ -20,6 +20,8 @@ TARGETS = {
     "fig_et_ot": ("paper.fig_et_ot", "Figure 13 analogue: ET against OT (bound and FD against K, the OT timesteps)"),
     "images": ("paper.images", "digits image experiment (fast: skipped unless ADPM_PAPER_IMAGES=1)"),
     "images-fashion": ("paper.images_fashion", "Fashion-MNIST image experiment (needs dataset-fashion-mnist)"),
+    "cifar10": ("paper.cifar10", "Tables 1-2, CIFAR10 rows, from Bao et al.'s checkpoints (user files, GPU; lists "
+                "what is missing)"),
 }
 
 
