@@ -6,6 +6,7 @@ Sub-commands map one-to-one onto library functions:
 * ``trajectory``  even_trajectory / quadratic_trajectory / ddim_stride_trajectory
 * ``variances``   reverse_variances along a trajectory, with the bounds, as a table
 * ``images``      pipeline.run_image_experiment: train, Γ, bounds, samples and FD-LeNet on digits / Fashion-MNIST
+* ``check-variances``  testing.check_variance_file: variances from a file against Theorem 2's bounds (exit 1 if outside)
 """
 
 from __future__ import annotations
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-max", type=float, default=1.0)
     p.add_argument("--unbounded", action="store_true", help="no data range: eq. (11) bound only")
     p.set_defaults(func=cmd_variances)
+
+    from .testing import check_variances as _cv
+
+    p = sub.add_parser("check-variances", help="check per-step variances from a file against Theorem 2's bounds "
+                                               "(exit 1 if some fall outside)",
+                       description=_cv.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cv.add_arguments(p)
+    p.set_defaults(func=_cv.run)
     return ap
 
 
