@@ -44,7 +44,8 @@ def run(out_dir, fast: bool = False):
                 ax.loglog(Ks, res[f"{ot}/{key}"], "--s", color=f"C{c}", ms=3, label=ot)
                 for K, a, b in zip(Ks, res[f"{et}/{key}"], res[f"{ot}/{key}"]):
                     csv_rows.append([name, key, et.split(" ", 1)[1], K, float(a), float(b)])
-                    md_rows.append([name, key, et.split(" ", 1)[1], K, fmt(a), fmt(b), "OT" if b < a else "ET"])
+                    md_rows.append([name, key, et.split(" ", 1)[1], K, fmt(a), fmt(b),
+                                    "tie" if abs(b - a) <= 1e-12 * abs(a) else ("OT" if b < a else "ET")])
             ax.set(xlabel="K", ylabel=ylabel, title=f"({'abcd'[j if key == 'bound' else 2 + j]}) {ylabel}, {name}")
             ax.legend(fontsize=7)
     sched = T.schedule("linear")
