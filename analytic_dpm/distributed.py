@@ -184,6 +184,7 @@ def distributed_gamma(
     progress: bool | None = None,
     device=None,
     group=None,
+    checkpoint=None,
 ) -> GammaEstimate:
     """Γ_n = (1/M) Σ_m ‖ε̂_n(√ᾱ_n x_0^{(m)} + √β̄_n ε_{n,m})‖²/d (paper eq. 9, noise form) over all processes.
 
@@ -193,7 +194,12 @@ def distributed_gamma(
     (count, Σv, Σ(v − v̄)²), v = ‖ε̂‖²/d; these sums are all-reduced and merged in chunk order on every rank, exactly
     as the single-process estimator merges them. Every rank returns the same :class:`GammaEstimate`.
     ``device``: as in ``estimate_gamma`` (None with numpy data runs the float64 numpy path; pass the rank's device,
-    e.g. ``init_distributed().device``, to run in torch on the GPU). No checkpoint: a rerun recomputes.
+    e.g. ``init_distributed().device``, to run in torch on the GPU).
+
+    ``checkpoint``: a path stem; each rank keeps its finished (timestep, chunk) sums in
+    ``<stem>.rank<r>of<w>.npz`` (written atomically at most every ``gamma.CHECKPOINT_INTERVAL_S`` seconds and at the
+    end), and a rerun with the same arguments and world size skips them, so an interrupted run loses at most that
+    interval. A checkpoint written for other arguments raises ValueError naming the file.
     """
     t_start = time.perf_counter()
     _gamma._check_schedule(schedule)
@@ -223,8 +229,31 @@ def distributed_gamma(
     bar = tqdm(total=n_calls, disable=disable, desc=f"Γ_n (rank 0 of {world})", unit="batch", dynamic_ncols=True)
     sqrt_ab, sqrt_bb = np.sqrt(schedule.alpha_bar), np.sqrt(schedule.beta_bar)
     moments = np.zeros((T, C, 3), dtype=np.float64)  # per chunk: count, Σv, Σ(v − mean_c)²
+    done = np.zeros(len(plan), dtype=bool)
+    ck_path, ck_key = None, None
+    if checkpoint is not None:
+        ck_path = Path(f"{os.fspath(checkpoint)}.rank{rank}of{world}.npz")
+        ck_key = json.dumps({"schedule": _gamma._schedule_hash(schedule), "timesteps": ts.tolist(), "M": M,
+                             "seed": seed, "data": data_info, "plan": plan, "dim": dim}, sort_keys=True, default=str)
+        if ck_path.exists():
+            with np.load(ck_path) as z:
+                if str(z["key"]) != ck_key:
+                    raise ValueError(f"checkpoint {ck_path} was written by a run with other arguments (schedule, "
+                                     "timesteps, M, seed, data or world size); delete it or pass another checkpoint=.")
+                moments, done = z["moments"].copy(), z["done"].copy()
+            bar.update(sum(-(-(min(c1 * CHUNK_SIZE, M) - c0 * CHUNK_SIZE) // batch_size)
+                           for (_, c0, c1), d in zip(plan, done) if d))
+    last_write = time.perf_counter()
+
+    def write_checkpoint():
+        if ck_path is not None:
+            ck_path.parent.mkdir(parents=True, exist_ok=True)
+            _gamma._atomic_savez(ck_path, {"key": np.array(ck_key), "moments": moments, "done": done})
+
     try:
-        for i, c0, c1 in plan:
+        for j, (i, c0, c1) in enumerate(plan):
+            if done[j]:
+                continue
             n = int(ts[i])
             noise = _gamma._ChunkNoise(seed, n, M, shape)
             r_lo, r_hi = c0 * CHUNK_SIZE, min(c1 * CHUNK_SIZE, M)
@@ -239,6 +268,14 @@ def distributed_gamma(
                 k = int(v.shape[0])
                 s = float(v.sum())  # the arithmetic of gamma._State.merge, so the merge below matches it
                 moments[i, c] = (k, s, float(np.square(v - s / k).sum()))
+            done[j] = True
+            if ck_path is not None and time.perf_counter() - last_write >= _gamma.CHECKPOINT_INTERVAL_S:
+                write_checkpoint()
+                last_write = time.perf_counter()
+        write_checkpoint()
+    except BaseException:
+        write_checkpoint()  # keep what is finished (KeyboardInterrupt included)
+        raise
     finally:
         bar.close()
     moments = all_reduce_sum(moments, group)
@@ -549,7 +586,7 @@ def cmd_gamma(args, ctx: DistContext) -> int:
         ts = _trajectory(args, sched, None)[1:]
     est = distributed_gamma(eps, sched, np.array(data, dtype=np.float32), timesteps=ts,
                             num_samples=args.num_samples, batch_size=args.batch_size or 256, seed=args.seed,
-                            device=eps.device)
+                            device=eps.device, checkpoint=f"{args.out}.ckpt")  # a rerun resumes
     if ctx.is_main:
         est.save(args.out)
         print(f"Γ at {est.timesteps.size} timesteps from M = {est.num_samples} samples on {ctx.world_size} "
@@ -601,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--data", required=True, help="digits, fashion-mnist, or a .npy of x_0 (M, C, H, W) in [-1, 1]")
     p.add_argument("--num-samples", type=int, default=None, help="M (default: all of --data)")
-    p.add_argument("--out", required=True, help="output .npz (GammaEstimate.save); with --K only the trajectory's "
+    p.add_argument("--out", required=True, help="output .npz (GammaEstimate.save; per-rank checkpoints OUT.ckpt.rank*; "
+                   "a rerun resumes); with --K only the trajectory's "
                    "timesteps are estimated")
     p.set_defaults(func=cmd_gamma)
     return ap

@@ -46,7 +46,7 @@ EXPECTED = {
 
 
 def test_all_targets_write_files_with_sidecars(fast_out):
-    assert set(EXPECTED) | {"table7", "images", "images-fashion"} == set(TARGETS)
+    assert set(EXPECTED) | {"table7", "images", "images-fashion", "cifar10"} == set(TARGETS)
     for name, files in EXPECTED.items():
         for f in files:
             p = fast_out / f
@@ -57,6 +57,8 @@ def test_all_targets_write_files_with_sidecars(fast_out):
     # images is skipped in --fast without ADPM_PAPER_IMAGES=1, images-fashion never trains in --fast
     assert "ADPM_PAPER_IMAGES=1" in (fast_out / "images.SKIPPED.md").read_text()
     assert (fast_out / "images-fashion.NOTE.md").exists()
+    # cifar10 never runs a network in --fast; it lists the user files the full target needs
+    assert "400000.ckpt.pth" in (fast_out / "cifar10.MISSING.md").read_text()
     assert not (fast_out / "images").exists() and not (fast_out / "images-fashion").exists()
 
 
