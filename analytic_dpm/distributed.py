@@ -45,10 +45,29 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import gamma as _gamma
-from . import sampling as _sampling
+from . import gamma as _gamma  # read CHECKPOINT_INTERVAL_S from the module at run time (tests lower it)
 from ._validate import as_int, choice
-from .gamma import CHUNK_SIZE, GammaEstimate
+from .gamma import (
+    CHUNK_SIZE,
+    ChunkNoise,
+    GammaEstimate,
+    check_timesteps,
+    chunk_moments,
+    merge_chunk_moments,
+    prepare_data,
+    schedule_sha256,
+    software_versions,
+    sq_norm_runner,
+)
+from .sampling import (
+    BACKENDS,
+    NOISE_CHUNK,
+    check_sample_shape,
+    coefficient_table,
+    sample,
+    torch_device_dtype,
+    x0_clamp_range,
+)
 from .schedules import Schedule
 
 _SHARD_FORMAT = "analytic_dpm.distributed.sample_shard/1"
@@ -202,19 +221,19 @@ def distributed_gamma(
     interval. A checkpoint written for other arguments raises ValueError naming the file.
     """
     t_start = time.perf_counter()
-    _gamma._check_schedule(schedule)
+    sched_sha = schedule_sha256(schedule)  # raises TypeError unless schedule is a Schedule
     if not callable(eps_model):
         raise TypeError(f"eps_model must be callable as eps_model(x, n) -> eps_hat; got {type(eps_model).__name__}.")
     N = schedule.N
-    ts = _gamma._check_timesteps(timesteps, N)
+    ts = check_timesteps(timesteps, N)
     batch_size = as_int("batch_size", batch_size, minimum=1, fix="It is the number of samples per model call.")
     seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer such as 0.")
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True, False or None (show on a terminal only); got {progress!r}.")
-    x0, M, data_info = _gamma._prepare_data(data, num_samples, seed)
+    x0, M, data_info = prepare_data(data, num_samples, seed)
     shape = tuple(int(s) for s in x0.shape[1:])
     dim = math.prod(shape)
-    runner = _gamma._make_runner(x0, device, dim)
+    runner = sq_norm_runner(x0, device)
     rank, world = get_rank(group), get_world_size(group)
 
     T, C = len(ts), -(-M // CHUNK_SIZE)
@@ -233,8 +252,8 @@ def distributed_gamma(
     ck_path, ck_key = None, None
     if checkpoint is not None:
         ck_path = Path(f"{os.fspath(checkpoint)}.rank{rank}of{world}.npz")
-        ck_key = json.dumps({"schedule": _gamma._schedule_hash(schedule), "timesteps": ts.tolist(), "M": M,
-                             "seed": seed, "data": data_info, "plan": plan, "dim": dim}, sort_keys=True, default=str)
+        ck_key = json.dumps({"schedule": sched_sha, "timesteps": ts.tolist(), "M": M, "seed": seed, "data": data_info,
+                             "plan": plan, "dim": dim}, sort_keys=True, default=str)
         if ck_path.exists():
             with np.load(ck_path) as z:
                 if str(z["key"]) != ck_key:
@@ -248,14 +267,14 @@ def distributed_gamma(
     def write_checkpoint():
         if ck_path is not None:
             ck_path.parent.mkdir(parents=True, exist_ok=True)
-            _gamma._atomic_savez(ck_path, {"key": np.array(ck_key), "moments": moments, "done": done})
+            _atomic_npz(ck_path, {"key": np.array(ck_key), "moments": moments, "done": done})
 
     try:
         for j, (i, c0, c1) in enumerate(plan):
             if done[j]:
                 continue
             n = int(ts[i])
-            noise = _gamma._ChunkNoise(seed, n, M, shape)
+            noise = ChunkNoise(seed, n, M, shape)
             r_lo, r_hi = c0 * CHUNK_SIZE, min(c1 * CHUNK_SIZE, M)
             values = np.empty(r_hi - r_lo, dtype=np.float64)
             for a in range(r_lo, r_hi, batch_size):
@@ -264,10 +283,7 @@ def distributed_gamma(
                                                    eps_model, n)
                 bar.update(1)
             for c in range(c0, c1):
-                v = values[c * CHUNK_SIZE - r_lo:min((c + 1) * CHUNK_SIZE, M) - r_lo]
-                k = int(v.shape[0])
-                s = float(v.sum())  # the arithmetic of gamma._State.merge, so the merge below matches it
-                moments[i, c] = (k, s, float(np.square(v - s / k).sum()))
+                moments[i, c] = chunk_moments(values[c * CHUNK_SIZE - r_lo:min((c + 1) * CHUNK_SIZE, M) - r_lo])
             done[j] = True
             if ck_path is not None and time.perf_counter() - last_write >= _gamma.CHECKPOINT_INTERVAL_S:
                 write_checkpoint()
@@ -283,30 +299,17 @@ def distributed_gamma(
     gamma = np.full(N + 1, np.nan)
     stderr = np.full(N + 1, np.nan)
     gamma[0] = stderr[0] = 0.0
-    for i in range(T):
-        count, total, m2 = 0, 0.0, 0.0
-        for c in range(C):
-            k, s, m2_c = int(round(moments[i, c, 0])), float(moments[i, c, 1]), float(moments[i, c, 2])
-            if count:
-                delta = s / k - total / count
-                m2 = m2 + m2_c + delta * delta * (count * k / (count + k))
-            else:
-                m2 = m2_c
-            count, total = count + k, total + s
-        n = int(ts[i])
-        gamma[n] = total / count
-        if count > 1:
-            stderr[n] = math.sqrt(m2 / (count - 1) / count)
+    gamma[ts], stderr[ts] = merge_chunk_moments(moments)  # the chunk-order merge of estimate_gamma
     config = {
         "estimator": "analytic_dpm.distributed.distributed_gamma",
         "formula": "Gamma_n = mean_m ||eps_hat_n(sqrt(alpha_bar_n) x0_m + sqrt(beta_bar_n) eps_nm)||^2 / d",
         "schedule": schedule.to_dict(),
-        "schedule_sha256": _gamma._schedule_hash(schedule),
+        "schedule_sha256": sched_sha,
         "N": N, "seed": seed, "num_samples": M, "batch_size": batch_size, "timesteps": ts.tolist(),
         "chunk_size": CHUNK_SIZE, "dim": dim, "data_shape": list(shape), "data": data_info,
         "backend": runner.backend, "device": runner.device_name, "dtype": runner.dtype_name,
         "model": getattr(eps_model, "__qualname__", type(eps_model).__qualname__),
-        "world_size": world, "versions": _gamma._versions(),
+        "world_size": world, "versions": software_versions(),
         "wall_time_s": time.perf_counter() - t_start,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -428,30 +431,31 @@ def distributed_sample(
     Rank 0 assembles and returns the float array (num_samples, *shape) (also written to ``out_dir/samples.npy``);
     the other ranks return None. The model is not fingerprinted: resuming with another model is the caller's mistake.
     """
-    table = _sampling.coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range,
-                                        clip=clip, clip_sigma_pixel=clip_sigma_pixel)
-    clamp = _sampling._clamp_range(clip_x0, table.data_range)
+    table = coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range,
+                              clip=clip, clip_sigma_pixel=clip_sigma_pixel)
+    clamp = x0_clamp_range(clip_x0, table.data_range)
     num_samples = as_int("num_samples", num_samples, minimum=1, fix="Ask for at least one sample.")
-    shape = _sampling._check_shape(shape)
+    shape = check_sample_shape(shape)
     seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer seed.")
     shard_size = as_int("shard_size", shard_size, minimum=1,
                         fix="It is the number of samples per shard file, e.g. 256 (a multiple of 16 is tidiest).")
     batch_size = shard_size if batch_size is None else as_int("batch_size", batch_size, minimum=1,
                                                               fix="Pass a positive batch size, or None.")
-    choice("backend", backend, _sampling.BACKENDS)
+    choice("backend", backend, BACKENDS)
     if out_dir is None or not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a folder path (str or os.PathLike); got {type(out_dir).__name__}.")
     if backend == "numpy":
         np_dtype = np.dtype(np.float64)
     else:
-        torch, _, tdtype = _sampling._torch_setup(getattr(eps_model, "device", None) if device is None else device,
-                                                  dtype)
+        import torch
+
+        _, tdtype = torch_device_dtype(getattr(eps_model, "device", None) if device is None else device, dtype)
         np_dtype = np.dtype(np.float32 if tdtype == torch.float32 else np.float64)
     out_dir = Path(os.fspath(out_dir))
     rank, world = get_rank(group), get_world_size(group)
     meta = {
         "format": _SHARD_FORMAT, "table": table.fingerprint(), "method": method, "shape": list(shape), "seed": seed,
-        "noise_chunk": _sampling.NOISE_CHUNK, "shard_size": shard_size, "clip_x0": clamp is not None,
+        "noise_chunk": NOISE_CHUNK, "shard_size": shard_size, "clip_x0": clamp is not None,
         "clamp_range": None if clamp is None else list(clamp), "backend": backend, "dtype": str(np_dtype),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -470,7 +474,7 @@ def distributed_sample(
         kw.update(device=device, dtype=dtype)
     for j in bar:
         lo, hi = ranges[j]
-        x = _sampling.sample(eps_model, schedule, trajectory, method, hi - lo, shape, first_index=lo, **kw)
+        x = sample(eps_model, schedule, trajectory, method, hi - lo, shape, first_index=lo, **kw)
         x = x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else np.asarray(x)
         _atomic_npz(_shard_path(out_dir, j), {
             "samples": x.astype(np_dtype, copy=False), "lo": np.array(lo), "hi": np.array(hi),

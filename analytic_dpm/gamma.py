@@ -15,6 +15,12 @@ samples m = 0..M−1 are cut into fixed chunks of :data:`CHUNK_SIZE`, and chunk 
 ``default_rng(SeedSequence([seed, tag, n, c]))``. The noise therefore does not depend on the batch size, on the order
 of the timesteps, or on which other timesteps are requested, and the running sums are merged chunk by chunk in a fixed
 order, so a checkpointed run that is interrupted and resumed gives bit-identical results to an uninterrupted one.
+
+The building blocks are public so that other drivers (:func:`analytic_dpm.distributed.distributed_gamma`) run the
+same units with the same numbers: :func:`check_timesteps`, :func:`prepare_data`, :class:`ChunkNoise` (the noise of
+one timestep), :func:`sq_norm_runner` (‖ε̂‖²/d for a batch), :func:`chunk_moments` (one chunk's count, sum and
+centred sum of squares) and :func:`merge_chunk_moments` (the chunk-order merge into Γ̂ and its standard error),
+plus :func:`schedule_sha256` and :func:`software_versions` for the metadata.
 """
 
 from __future__ import annotations
@@ -235,7 +241,7 @@ def estimate_gamma(
             "Wrap a network in a function or use an adapter from analytic_dpm.models."
         )
     N = schedule.N
-    ts = _check_timesteps(timesteps, N)
+    ts = check_timesteps(timesteps, N)
     batch_size = as_int("batch_size", batch_size, minimum=1,
                         fix="It is the number of samples per model call, e.g. 256.")
     seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer such as 0.")
@@ -246,15 +252,15 @@ def estimate_gamma(
             f"checkpoint must be a file path (str or os.PathLike) or None; got {type(checkpoint).__name__}."
         )
 
-    x0, M, data_info = _prepare_data(data, num_samples, seed)
+    x0, M, data_info = prepare_data(data, num_samples, seed)
     shape = tuple(int(s) for s in x0.shape[1:])
     dim = math.prod(shape)
-    runner = _make_runner(x0, device, dim)
+    runner = sq_norm_runner(x0, device)
 
     n_chunks = -(-M // CHUNK_SIZE)
     key = {
         "N": N,
-        "schedule_sha256": _schedule_hash(schedule),
+        "schedule_sha256": schedule_sha256(schedule),
         "seed": seed,
         "num_samples": M,
         "timesteps": ts.tolist(),
@@ -295,7 +301,7 @@ def estimate_gamma(
             start = starts[i]
             if start >= M:
                 continue
-            noise = _ChunkNoise(seed, n, M, shape)
+            noise = ChunkNoise(seed, n, M, shape)
             values = np.empty(M - start, dtype=np.float64)
             a = start
             while a < M:
@@ -331,9 +337,7 @@ def estimate_gamma(
     gamma[0] = stderr[0] = 0.0
     for i, n in enumerate(ts.tolist()):
         count, total, m2, _ = state.rows[i]
-        gamma[n] = total / count
-        if count > 1:
-            stderr[n] = math.sqrt(m2 / (count - 1) / count)
+        gamma[n], stderr[n] = _mean_stderr(count, total, m2)
 
     config = {
         "estimator": "analytic_dpm.gamma.estimate_gamma",
@@ -355,14 +359,14 @@ def estimate_gamma(
         "model": getattr(eps_model, "__qualname__", type(eps_model).__qualname__),
         "checkpoint": None if ckpt_path is None else os.fspath(checkpoint),
         "resumed_chunks": resumed_chunks,
-        "versions": _versions(),
+        "versions": software_versions(),
         "wall_time_s": state.wall_before + (time.perf_counter() - t_start),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return GammaEstimate(gamma=gamma, stderr=stderr, num_samples=M, timesteps=ts, config=config)
 
 
-# ---------------------------------------------------------------------------------------------------- internals
+# ------------------------------------------------------------------------------ building blocks and internals
 def _check_schedule(schedule):
     if not isinstance(schedule, Schedule):
         raise TypeError(
@@ -376,7 +380,12 @@ def _is_torch(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _check_timesteps(timesteps, N: int) -> np.ndarray:
+def check_timesteps(timesteps, N: int) -> np.ndarray:
+    """The timesteps n to estimate Γ_n at, validated: distinct integers in 1..N, returned sorted as int64.
+
+    ``None`` means all of 1..N. Accepts any integer sequence (also a torch tensor, or integral floats) in any order;
+    repeats, values outside 1..N (Γ_0 is not defined), non-integers and empty input raise ValueError/TypeError.
+    """
     if timesteps is None:
         return np.arange(1, N + 1, dtype=np.int64)
     if _is_torch(timesteps):
@@ -412,8 +421,16 @@ def _check_timesteps(timesteps, N: int) -> np.ndarray:
     return uniq.astype(np.int64)
 
 
-def _prepare_data(data, num_samples, seed):
-    """(x0 of shape (M, *shape) as numpy or torch, M, info dict with source and sha256), validated."""
+def prepare_data(data, num_samples, seed):
+    """The M samples x_0^{(m)} that :func:`estimate_gamma` uses, validated: returns ``(x0, M, info)``.
+
+    ``data`` is an array (numpy or torch) of shape (M_total, *shape), of which the first ``num_samples`` (default:
+    all) are taken as they are (no copy), or an object with ``sample(num, seed)``; then ``num_samples`` is required
+    and the sampler gets a seed derived from ``seed`` alone (``SeedSequence([seed, tag])``).
+    ``x0`` is the floating point array of shape (M, *shape), still numpy or torch; ``info`` is JSON metadata
+    (source, type, dtype, and ``sha256`` of the shape and float64 values, which checkpoints use to recognise the
+    data). Non-floating, non-finite or empty data raise ValueError/TypeError.
+    """
     info: dict = {}
     sampler = getattr(data, "sample", None)
     if not isinstance(data, np.ndarray) and not _is_torch(data) and callable(sampler):
@@ -504,11 +521,17 @@ def _ints(a, limit: int = 8) -> str:
     return ", ".join(str(int(v)) for v in a[:limit]) + (", ..." if a.size > limit else "")
 
 
-def _schedule_hash(schedule: Schedule) -> str:
+def schedule_sha256(schedule: Schedule) -> str:
+    """SHA-256 (hex) of the float64 bytes of β_1..β_N: the schedule's fingerprint in Γ configs and checkpoints.
+
+    Raises TypeError when ``schedule`` is not a :class:`~analytic_dpm.schedules.Schedule`.
+    """
+    _check_schedule(schedule)
     return hashlib.sha256(np.ascontiguousarray(schedule.beta[1:], dtype=np.float64).tobytes()).hexdigest()
 
 
-def _versions() -> dict:
+def software_versions() -> dict:
+    """Versions of Python, numpy, analytic_dpm and (when imported) torch, for the ``versions`` entry of a config."""
     out = {"python": platform.python_version(), "numpy": np.__version__}
     pkg = sys.modules.get("analytic_dpm")
     out["analytic_dpm"] = getattr(pkg, "__version__", None)
@@ -518,14 +541,22 @@ def _versions() -> dict:
     return out
 
 
-class _ChunkNoise:
-    """ε rows for samples a..b−1 at one timestep; chunk c comes from default_rng(SeedSequence([seed, tag, n, c]))."""
+class ChunkNoise:
+    """The noise ε_{n,m} ~ N(0, I) of :func:`estimate_gamma` at one timestep n, for samples m = 0..M−1.
+
+    Samples come in chunks of :data:`CHUNK_SIZE`; chunk c (samples c·CHUNK_SIZE … min((c+1)·CHUNK_SIZE, M) − 1)
+    is ``default_rng(SeedSequence([seed, tag, n, c])).standard_normal((length, *shape))`` in float64, with a fixed
+    tag that keeps this stream apart from other users of the seed. So the rows of sample m depend only on
+    (seed, n, m, M mod CHUNK_SIZE for the last chunk), never on batching or on which process asks. The most recent
+    chunk is cached, so consecutive batches inside one chunk draw it once.
+    """
 
     def __init__(self, seed: int, n: int, M: int, shape: tuple):
         self.seed, self.n, self.M, self.shape = seed, n, M, shape
         self.cached = (-1, None)
 
     def chunk(self, c: int) -> np.ndarray:
+        """All rows of chunk c, shape (length, *shape)."""
         if self.cached[0] != c:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, _NOISE_TAG, self.n, c]))
             length = min(CHUNK_SIZE, self.M - c * CHUNK_SIZE)
@@ -533,6 +564,7 @@ class _ChunkNoise:
         return self.cached[1]
 
     def rows(self, a: int, b: int) -> np.ndarray:
+        """ε for samples a..b−1 (0 <= a < b <= M), shape (b − a, *shape); a view when inside one chunk."""
         pieces = []
         for c in range(a // CHUNK_SIZE, (b - 1) // CHUNK_SIZE + 1):
             lo = max(a, c * CHUNK_SIZE) - c * CHUNK_SIZE
@@ -541,8 +573,17 @@ class _ChunkNoise:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
 
 
-def _make_runner(x0, device, dim):
-    """A callable (sqrt_ab, sqrt_bb, a, b, noise, eps_model, n) -> float64 numpy ‖ε̂‖²/d for samples a..b−1."""
+def sq_norm_runner(x0, device=None):
+    """The per-batch work of :func:`estimate_gamma`: a callable
+    ``runner(sqrt_ab, sqrt_bb, a, b, noise, eps_model, n)`` returning the float64 numpy array (b − a,) of
+    v_m = ‖ε̂_n(√ᾱ_n x0[m] + √β̄_n noise[m − a])‖²/d for samples m = a..b−1.
+
+    ``x0`` is the data from :func:`prepare_data`. Without ``device`` and with numpy data the work is float64 numpy;
+    otherwise torch on ``device`` (default: the tensor's device), in float32 when x0 is float32, else float64, with
+    the reduction in float64. The model output is checked (type, shape, finite values: ValueError naming the
+    timestep and samples). Attributes ``backend``, ``device_name``, ``dtype_name`` describe the choice.
+    """
+    dim = math.prod(int(s) for s in x0.shape[1:])
     if device is None and not _is_torch(x0):
         return _NumpyRunner(np.asarray(x0, dtype=np.float64), dim)
     import torch
@@ -626,12 +667,77 @@ class _TorchRunner:
         return _check_values(v.cpu().numpy(), n, a, b)
 
 
+# ---------------------------------------------------------------------------------------------------- chunk moments
+def chunk_moments(values) -> tuple[int, float, float]:
+    """(count k, Σ v, Σ (v − v̄)²) of one chunk of values v = ‖ε̂_n(x_{n,m})‖²/d, in float64.
+
+    The spread is the centred sum M2 (not Σ v², which loses digits to cancellation when the spread is small relative
+    to the mean). :func:`estimate_gamma` reduces every chunk of :data:`CHUNK_SIZE` samples with this function and
+    merges the triples in chunk order, exactly as :func:`merge_chunk_moments` does; a distributed run that reduces
+    its chunks here and merges them there therefore reproduces the single-process numbers.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] == 0:
+        raise ValueError(f"values must be a non-empty 1-D array (one chunk of ‖ε̂‖²/d); got shape {v.shape}.")
+    k = int(v.shape[0])
+    s = float(v.sum())
+    return k, s, float(np.square(v - s / k).sum())
+
+
+def merge_chunk_moments(moments) -> tuple[np.ndarray, np.ndarray]:
+    """Γ̂ and its standard error from per-chunk moments: ``moments`` (T, C, 3) → (gamma (T,), stderr (T,)).
+
+    ``moments[i, c]`` is :func:`chunk_moments` of chunk c at the i-th timestep: (count, Σv, Σ(v − v̄)²), counts
+    positive integers (stored as floats, e.g. after an all-reduce). The chunks of each timestep are merged in the
+    order c = 0..C−1 with Chan et al.'s pairwise update, the same arithmetic :func:`estimate_gamma` applies as its
+    chunks finish; then Γ̂ = Σv / M (paper eq. 9, noise form) and stderr = √(M2 / (M − 1) / M), NaN when M = 1.
+    """
+    m = np.asarray(moments, dtype=np.float64)
+    if m.ndim != 3 or m.shape[2] != 3 or m.shape[1] == 0:
+        raise ValueError(
+            f"moments must have shape (T, C, 3) with C >= 1: (count, sum, centred sum of squares) per timestep and "
+            f"chunk, from chunk_moments; got shape {m.shape}."
+        )
+    counts = m[..., 0]
+    bad = ~np.isfinite(counts) | (counts < 1) | (counts != np.round(counts))
+    if bad.any():
+        raise ValueError(
+            f"moments[..., 0] must hold chunk sizes (integers >= 1); got {_show(counts[bad])}. Every chunk must be "
+            "reduced (by some process) before the merge."
+        )
+    T, C = m.shape[:2]
+    gamma = np.empty(T, dtype=np.float64)
+    stderr = np.empty(T, dtype=np.float64)
+    for i in range(T):
+        acc = (0, 0.0, 0.0)
+        for c in range(C):
+            acc = _merge_moments(acc, (int(round(m[i, c, 0])), float(m[i, c, 1]), float(m[i, c, 2])))
+        gamma[i], stderr[i] = _mean_stderr(*acc)
+    return gamma, stderr
+
+
+def _merge_moments(acc, chunk):
+    """(count, Σv, M2) of ``acc`` merged with a non-empty chunk's (k, s, M2_c) (Chan et al.); acc may be empty."""
+    count, total, m2 = acc
+    k, s, m2_c = chunk
+    if count:
+        delta = s / k - total / count
+        m2 = m2 + m2_c + delta * delta * (count * k / (count + k))
+    else:
+        m2 = m2_c
+    return count + k, total + s, m2
+
+
+def _mean_stderr(count, total, m2) -> tuple[float, float]:
+    """(mean, standard error of the mean) from merged (count, Σv, M2); the stderr is NaN for count = 1."""
+    return total / count, (math.sqrt(m2 / (count - 1) / count) if count > 1 else math.nan)
+
+
 class _State:
-    """Per requested timestep i: (count, Σ v, Σ (v − mean)², chunks done), v = ‖ε̂‖²/d, merged chunk by chunk.
+    """Per requested timestep i: (count, Σ v, Σ (v − mean)², chunks done), v = ‖ε̂‖²/d, merged chunk by chunk
+    (:func:`chunk_moments`, then the pairwise merge that :func:`merge_chunk_moments` uses).
 
     Each row is one tuple replaced in a single assignment, so an interrupt never leaves a half-updated row.
-    The spread is kept as the centred sum M2 (Chan et al.'s pairwise merge) rather than Σ v², which would lose
-    digits to cancellation when the spread is small relative to the mean.
     """
 
     def __init__(self, rows, wall_before=0.0):
@@ -644,16 +750,8 @@ class _State:
 
     def merge(self, i: int, v: np.ndarray):
         count, total, m2, done = self.rows[i]
-        k = int(v.shape[0])
-        s = float(v.sum())
-        mean_c = s / k
-        m2_c = float(np.square(v - mean_c).sum())
-        if count:
-            delta = mean_c - total / count
-            m2 = m2 + m2_c + delta * delta * (count * k / (count + k))
-        else:
-            m2 = m2_c
-        self.rows[i] = (count + k, total + s, m2, done + 1)
+        count, total, m2 = _merge_moments((count, total, m2), chunk_moments(v))
+        self.rows[i] = (count, total, m2, done + 1)
 
     def write(self, path: Path, key: dict, wall: float):
         rows = list(self.rows)
@@ -727,4 +825,13 @@ __all__ = [
     "estimate_gamma",
     "gamma_from_mean_sq_score",
     "mean_sq_score_from_gamma",
+    # building blocks of estimate_gamma, shared with analytic_dpm.distributed
+    "ChunkNoise",
+    "check_timesteps",
+    "chunk_moments",
+    "merge_chunk_moments",
+    "prepare_data",
+    "schedule_sha256",
+    "software_versions",
+    "sq_norm_runner",
 ]

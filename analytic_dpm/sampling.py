@@ -9,15 +9,16 @@ in a :class:`CoefficientTable`. The loop over k = K..1, transition (s, t) = (τ_
     x̂_0 = x0_from_xt · x_t + x0_from_eps · ε̂          (= (x_t − √β̄_t ε̂)/√ᾱ_t, optionally clamped to the data range)
     x_s = coef_x0 · x̂_0 + coef_xt · x_t + coef_eps · ε̂ + noise_scale · z,   z ~ N(0, I)
 
-on whatever array it is given (a numpy float64 array, or a torch tensor on any device). The mean follows the
-official code: DDPM family μ = μ̃_{s|t}(x_t, x̂_0), the mean of q(x_s | x_t, x_0) (coef_eps = 0), DDIM family
-μ = √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂ with the raw ε̂ (coef_xt = 0). Without clamping the two forms are the same number.
-The last step (s = 0) returns its mean, x̂_0, without noise.
+on whatever array it is given (a numpy float64 array, or a torch tensor on any device); :func:`reverse_step_with_x0`
+is that step, returning x̂_0 as well. The mean follows the official code: DDPM family μ = μ̃_{s|t}(x_t, x̂_0), the
+mean of q(x_s | x_t, x_0) (coef_eps = 0), DDIM family μ = √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂ with the raw ε̂ (coef_xt = 0).
+Without clamping the two forms are the same number. The last step (s = 0) returns its mean, x̂_0, without noise.
 
 Random numbers: sample i (counted from ``first_index``) draws its start x_{τ_K} and all its noise from a numpy
 generator determined by (seed, i) only — precisely, samples come in fixed chunks of :data:`NOISE_CHUNK` and each chunk
-has its own ``SeedSequence(seed, spawn_key=(tag, chunk))`` stream. So the output does not depend on ``batch_size``,
-on ``num_samples`` or on how a run is split over processes, and the torch backend sees the same numbers as numpy.
+has its own ``SeedSequence(seed, spawn_key=(tag, chunk))`` stream (:class:`NoiseStream`). So the output does not
+depend on ``batch_size``, on ``num_samples`` or on how a run is split over processes, and the torch backend sees the
+same numbers as numpy.
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ def _predict_x0(tab: CoefficientTable, i: int, x_t, eps_hat, clamp):
     return x0 if clamp is None else _clamp(x0, *clamp)
 
 
-def _step(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
-    """x_s for transition index i = k − 1 (no checks; the loop calls this)."""
+def _step_with_x0(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
+    """(x̂_0, x_s) for transition index i = k − 1 (no checks; the loop calls this, once per step)."""
     x0 = _predict_x0(tab, i, x_t, eps_hat, clamp)
     a, b, e, c = (float(v[i]) for v in (tab.coef_x0, tab.coef_xt, tab.coef_eps, tab.noise_scale))
     out = x0 if a == 1.0 else a * x0
@@ -181,10 +182,15 @@ def _step(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
         out = out + e * eps_hat
     if c != 0.0 and noise is not None:
         out = out + c * noise
-    return out
+    return x0, out
 
 
-def _clamp_range(clip_x0, data_range):
+def x0_clamp_range(clip_x0, data_range):
+    """The interval x̂_0 is clamped to: ``data_range`` when ``clip_x0`` is True, None when it is None or False.
+
+    ``clip_x0=True`` with ``data_range=None`` raises ValueError (unbounded data cannot be clamped); anything but
+    True/False/None raises TypeError. ``data_range`` is a checked (a, b) such as ``CoefficientTable.data_range``.
+    """
     if clip_x0 is None or clip_x0 is False:
         return None
     if clip_x0 is not True:
@@ -209,7 +215,7 @@ def _check_k(table, k) -> int:
 def predict_x0(table: CoefficientTable, k: int, x_t, eps_hat, clip_x0=None):
     """x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t at t = τ_k, clamped to ``table.data_range`` when ``clip_x0``."""
     k = _check_k(table, k)
-    return _predict_x0(table, k - 1, x_t, eps_hat, _clamp_range(clip_x0, table.data_range))
+    return _predict_x0(table, k - 1, x_t, eps_hat, x0_clamp_range(clip_x0, table.data_range))
 
 
 def reverse_step(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None):
@@ -219,7 +225,18 @@ def reverse_step(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip
     returns the mean. Works on numpy arrays and torch tensors alike; this is the exact step :func:`sample` runs.
     """
     k = _check_k(table, k)
-    return _step(table, k - 1, x_t, eps_hat, noise, _clamp_range(clip_x0, table.data_range))
+    return _step_with_x0(table, k - 1, x_t, eps_hat, noise, x0_clamp_range(clip_x0, table.data_range))[1]
+
+
+def reverse_step_with_x0(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None):
+    """:func:`reverse_step` that also returns the x̂_0 it used: ``(x̂_0, x_s)`` for the transition τ_k → τ_{k−1}.
+
+    x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t at t = τ_k (clamped to ``table.data_range`` when ``clip_x0``), computed once and
+    shared by the mean, so ``x̂_0`` equals :func:`predict_x0` and ``x_s`` equals :func:`reverse_step` bit for bit.
+    On the last transition (s = 0) x_s is x̂_0 itself (the same array object).
+    """
+    k = _check_k(table, k)
+    return _step_with_x0(table, k - 1, x_t, eps_hat, noise, x0_clamp_range(clip_x0, table.data_range))
 
 
 # ======================================================================================== noise streams
@@ -227,21 +244,31 @@ def _stream(seed: int, chunk: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(_STREAM_TAG, chunk))))
 
 
-class _BatchNoise:
-    """Standard normal draws for global sample indices [lo, hi): one stream per chunk of NOISE_CHUNK samples.
+class NoiseStream:
+    """The per-sample random numbers of :func:`sample` for the global sample indices lo..hi−1.
 
-    Every call draws a whole chunk from each stream and returns the rows of this batch, so sample i sees the same
-    numbers whatever the batch boundaries are.
+    Sample i belongs to stream j = ⌊i / NOISE_CHUNK⌋, the float64 PCG64 generator of
+    ``SeedSequence(seed, spawn_key=(tag, j))`` (a fixed tag keeps it apart from other users of the seed), and is
+    row i mod NOISE_CHUNK of it. Every :meth:`draw` takes one whole (NOISE_CHUNK, *shape) standard-normal block
+    from each stream the range touches and returns rows lo..hi−1, so sample i sees the same numbers whatever the
+    batch boundaries, ``num_samples`` or number of processes. :func:`sample` draws x_{τ_K} first, then once per
+    step with σ > 0, in the order k = K..1.
     """
 
     def __init__(self, seed: int, lo: int, hi: int, shape: tuple):
+        seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer seed.")
+        lo = as_int("lo", lo, minimum=0, fix="lo is the global index of the first sample.")
+        hi = as_int("hi", hi, minimum=lo + 1, fix=f"hi is one past the last sample index; it must exceed lo = {lo}.")
+        shape = check_sample_shape(shape)
+        self.seed, self.lo, self.hi, self.shape = seed, lo, hi, shape
         c0, c1 = lo // NOISE_CHUNK, (hi - 1) // NOISE_CHUNK
         self.gens = [_stream(seed, c) for c in range(c0, c1 + 1)]
         self.buf = np.empty((len(self.gens) * NOISE_CHUNK, *shape), dtype=np.float64)
         self.rows = slice(lo - c0 * NOISE_CHUNK, hi - c0 * NOISE_CHUNK)
 
     def draw(self) -> np.ndarray:
-        """A view into a reused buffer: valid until the next draw."""
+        """The next draw for samples lo..hi−1, float64 (hi − lo, *shape): a view into a reused buffer, valid until
+        the next draw (copy it to keep it)."""
         C = NOISE_CHUNK
         for j, g in enumerate(self.gens):
             g.standard_normal(out=self.buf[j * C:(j + 1) * C])
@@ -249,7 +276,8 @@ class _BatchNoise:
 
 
 # ======================================================================================== argument checks
-def _check_shape(shape) -> tuple:
+def check_sample_shape(shape) -> tuple:
+    """One sample's shape as a tuple of positive ints (an int n means (n,)); TypeError/ValueError otherwise."""
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:
@@ -262,6 +290,13 @@ def _check_shape(shape) -> tuple:
         raise ValueError(f"shape must be a non-empty tuple of positive ints (one sample's shape, e.g. (2,) or "
                          f"(3, 32, 32), without the batch dimension); got {shape!r}.")
     return tuple(int(v) for v in shape)
+
+
+def torch_device_dtype(device=None, dtype=None):
+    """The ``(torch.device, dtype)`` that ``backend='torch'`` runs the chain in: ``device`` (default CPU) and
+    ``dtype`` torch.float32 (default) or torch.float64 (also the names 'float32', 'float64', 'float', 'double').
+    Other dtypes raise ValueError: lower precision belongs inside the ε-model."""
+    return _torch_setup(device, dtype)[1:]
 
 
 def _torch_setup(device, dtype):
@@ -437,9 +472,9 @@ def sample(
         raise TypeError(f"eps_model must be callable as eps_model(x, n) -> eps_hat; got {type(eps_model).__name__}.")
     table = coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
                               clip_sigma_pixel=clip_sigma_pixel)
-    clamp = _clamp_range(clip_x0, table.data_range)
+    clamp = x0_clamp_range(clip_x0, table.data_range)
     num_samples = as_int("num_samples", num_samples, minimum=1, fix="Ask for at least one sample.")
-    shape = _check_shape(shape)
+    shape = check_sample_shape(shape)
     seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer seed.")
     first_index = as_int("first_index", first_index, minimum=0,
                          fix="first_index is the global index of the first sample (0 unless the run is sharded).")
@@ -518,7 +553,7 @@ def sample(
     try:
         with grad_off:
             for lo, hi in todo:
-                noise = _BatchNoise(seed, first_index + lo, first_index + hi, shape)
+                noise = NoiseStream(seed, first_index + lo, first_index + hi, shape)
                 start = noise.draw()  # always drawn, so the noise below is the same with or without x_T
                 x = to_backend(start if x_T is None else x_T[lo:hi], copy=True)
                 if states is not None:
@@ -529,7 +564,7 @@ def sample(
                         _check_eps_output(eps, x, backend, timesteps[i])
                         checked = True
                     z = to_backend(noise.draw(), copy=False) if table.noise_scale[i] > 0.0 else None
-                    x = _step(table, i, x, eps, z, clamp)
+                    _, x = _step_with_x0(table, i, x, eps, z, clamp)
                     if states is not None:
                         states[i, lo:hi] = to_numpy(x)
                     bar.update(1)
@@ -558,5 +593,6 @@ class _nullcontext:
 
 
 __all__ = [
-    "CoefficientTable", "coefficient_table", "predict_x0", "reverse_step", "sample", "NOISE_CHUNK", "BACKENDS",
+    "CoefficientTable", "coefficient_table", "predict_x0", "reverse_step", "reverse_step_with_x0", "sample",
+    "NoiseStream", "NOISE_CHUNK", "BACKENDS", "x0_clamp_range", "check_sample_shape", "torch_device_dtype",
 ]

@@ -147,7 +147,7 @@ class SeededNoise:
             x = scheduler.step(unet(x, t).sample, t, x, generator=noise).prev_sample
 
     The scheduler draws from it only on steps with σ > 0, in the order ``sample`` draws. Numbers are drawn in
-    float64 with numpy and converted to ``dtype`` on ``device``.
+    float64 with numpy (:class:`~analytic_dpm.sampling.NoiseStream`) and converted to ``dtype`` on ``device``.
     """
 
     def __init__(self, seed: int, num_samples: int, shape, first_index: int = 0, device=None, dtype=None):
@@ -155,10 +155,10 @@ class SeededNoise:
         num_samples = as_int("num_samples", num_samples, minimum=1, fix="It is the batch size of the loop.")
         first_index = as_int("first_index", first_index, minimum=0,
                              fix="first_index is the global index of the first sample (0 unless sharded).")
-        self.shape = sampling._check_shape(shape)
+        self.shape = sampling.check_sample_shape(shape)
         self.seed, self.num_samples, self.first_index = seed, num_samples, first_index
-        _, self.device, self.dtype = sampling._torch_setup(device, dtype)
-        self._noise = sampling._BatchNoise(seed, first_index, first_index + num_samples, self.shape)
+        self.device, self.dtype = sampling.torch_device_dtype(device, dtype)
+        self._noise = sampling.NoiseStream(seed, first_index, first_index + num_samples, self.shape)
         self._started = False
 
     def _next(self) -> "torch.Tensor":
@@ -447,7 +447,8 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         """One reverse transition x_{τ_k} → x_{τ_{k−1}} with this library's update (:func:`reverse_step`).
 
         x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t (clamped when ``clip_sample``), then x_s = coef_x0·x̂_0 + coef_xt·x_t +
-        coef_eps·ε̂ + √σ² z, all coefficients from :func:`coefficient_table`. ``timestep``: diffusers' t = τ_k − 1
+        coef_eps·ε̂ + √σ² z, all coefficients from :func:`coefficient_table`, computed once by
+        :func:`~analytic_dpm.sampling.reverse_step_with_x0`. ``timestep``: diffusers' t = τ_k − 1
         from ``scheduler.timesteps``. Noise z: ``variance_noise`` if given, else from ``generator`` (a
         ``torch.Generator``, a list of them, or a :class:`SeededNoise` to reproduce :func:`sample`), drawn only when
         σ > 0. Computes in at least float32 and returns the dtype of ``sample``.
@@ -469,7 +470,6 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"model_output must have the shape of sample, {tuple(x.shape)}; got "
                                  f"{tuple(out.shape)}.")
         eps = eps_from_prediction(self.schedule, n, x, out, PREDICTION_TYPES[self.config.prediction_type])
-        clamp = self._data_range if self.config.clip_sample else None
         z = None
         if tab.noise_scale[i] > 0.0:
             if variance_noise is not None:
@@ -486,9 +486,11 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
                                      f"{tuple(x.shape)}; build it with num_samples and shape matching the batch.")
             else:
                 z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=dtype)
-        x0 = sampling._predict_x0(tab, i, x, eps, clamp)
-        prev = sampling._step(tab, i, x, eps, z, clamp)
+        # the table was built with data_range = self._data_range, so clip_x0 clamps to the same interval
+        x0, prev = sampling.reverse_step_with_x0(tab, i + 1, x, eps, z, clip_x0=bool(self.config.clip_sample))
         prev, x0 = prev.to(out_dtype), x0.to(out_dtype)
+        if prev is x0:  # the last step returns x̂_0 itself: keep the two outputs separate tensors
+            x0 = x0.clone()
         if not return_dict:
             return (prev, x0)
         return AnalyticDPMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
