@@ -216,3 +216,27 @@ def test_batches_cover_one_epoch_reproducibly():
     np.testing.assert_array_equal(torch.cat(t)[:, 0].numpy(), rows)
     with pytest.raises(ValueError, match="batch_size"):
         next(batches(a, 0))
+
+
+def test_box_downsample_means_blocks_on_the_8bit_grid():
+    from analytic_dpm.data import ImageDataset, box_downsample, to_model_range
+
+    u = np.array([[0, 1, 10, 10], [2, 3, 10, 11], [255, 255, 0, 0], [254, 255, 0, 1]], dtype=np.uint8)
+    ds = ImageDataset(to_model_range(u[None, None]), np.array([3]), "toy")
+    out = box_downsample(ds, 2)
+    # block means 1.5, 10.25, 254.75, 0.25 → rounded half to even: 2, 10, 255, 0
+    np.testing.assert_array_equal(out.uint8()[0, 0], [[2, 10], [255, 0]])
+    assert out.name == "toy@2x2" and out.labels.tolist() == [3] and "downsample" in out.info
+    assert box_downsample(ds, 1) is ds
+    with pytest.raises(ValueError, match="factor must divide the image size 4×4; got factor=3"):
+        box_downsample(ds, 3)
+    with pytest.raises(TypeError, match="dataset must be an ImageDataset"):
+        box_downsample(u, 2)
+
+
+def test_fashion_mnist_cpu_preset_is_14x14():
+    from analytic_dpm.pipeline import PRESETS
+
+    cfg = PRESETS["fashion-mnist-cpu"]
+    assert cfg.dataset == "fashion-mnist" and cfg.downsample == 2 and cfg.unet["image_size"] == 14
+    assert cfg.Ks == (10, 25, 50, 100, 200, 1000)
