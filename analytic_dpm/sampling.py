@@ -16,9 +16,10 @@ Without clamping the two forms are the same number. The last step (s = 0) return
 
 Random numbers: sample i (counted from ``first_index``) draws its start x_{τ_K} and all its noise from a numpy
 generator determined by (seed, i) only — precisely, samples come in fixed chunks of :data:`NOISE_CHUNK` and each chunk
-has its own ``SeedSequence(seed, spawn_key=(tag, chunk))`` stream (:class:`NoiseStream`). So the output does not
-depend on ``batch_size``, on ``num_samples`` or on how a run is split over processes, and the torch backend sees the
-same numbers as numpy.
+has its own ``SeedSequence(seed, spawn_key=(tag, chunk))`` stream (:class:`NoiseStream`). So the random numbers do
+not depend on ``batch_size``, on ``num_samples`` or on how a run is split over processes, and the torch backend sees
+the same numbers as numpy. (A float32 network's own rounding can change with the batch it is called on, about 1e-6
+relative on CPU; ``distributed_sample`` keeps shards at a fixed batch so that its output is identical bit for bit.)
 """
 
 from __future__ import annotations
