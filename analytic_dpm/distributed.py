@@ -46,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import gamma as _gamma  # read CHECKPOINT_INTERVAL_S from the module at run time (tests lower it)
+from ._io import atomic_savez
 from ._validate import as_int, choice
 from .gamma import (
     CHUNK_SIZE,
@@ -267,7 +268,7 @@ def distributed_gamma(
     def write_checkpoint():
         if ck_path is not None:
             ck_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_npz(ck_path, {"key": np.array(ck_key), "moments": moments, "done": done})
+            atomic_savez(ck_path, {"key": np.array(ck_key), "moments": moments, "done": done})
 
     try:
         for j, (i, c0, c1) in enumerate(plan):
@@ -348,19 +349,6 @@ def distributed_feature_statistics(extractor, images, batch_size: int = 256, dev
 # ======================================================================================== sampling
 def _shard_path(out_dir: Path, j: int) -> Path:
     return out_dir / f"shard_{j:06d}.npz"
-
-
-def _atomic_npz(path: Path, arrays: dict):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _read_shard_meta(path: Path):
@@ -476,7 +464,7 @@ def distributed_sample(
         lo, hi = ranges[j]
         x = sample(eps_model, schedule, trajectory, method, hi - lo, shape, first_index=lo, **kw)
         x = x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else np.asarray(x)
-        _atomic_npz(_shard_path(out_dir, j), {
+        atomic_savez(_shard_path(out_dir, j), {
             "samples": x.astype(np_dtype, copy=False), "lo": np.array(lo), "hi": np.array(hi),
             "meta_json": np.array(json.dumps(meta, sort_keys=True)),
         })

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ._io import atomic_savez
 from ._validate import _show, as_float_array, as_int
 from .schedules import Schedule
 
@@ -117,7 +118,7 @@ class GammaEstimate:
         The file is written exactly at ``path`` (no suffix is added). :meth:`load` restores it exactly.
         """
         path = Path(os.fspath(path))
-        _atomic_savez(path, {
+        atomic_savez(path, {
             "format": np.array(_FORMAT),
             "gamma": self.gamma,
             "stderr": self.stderr,
@@ -755,7 +756,7 @@ class _State:
 
     def write(self, path: Path, key: dict, wall: float):
         rows = list(self.rows)
-        _atomic_savez(path, {
+        atomic_savez(path, {
             "format": np.array(_CKPT_FORMAT),
             "key_json": np.array(json.dumps(key, sort_keys=True)),
             "count": np.array([r[0] for r in rows], dtype=np.int64),
@@ -802,20 +803,6 @@ class _State:
                 raise ValueError(f"checkpoint {str(path)!r} is inconsistent (array shapes or chunk counts). {fix}")
             rows = [(int(c), float(s), float(q), int(d)) for c, s, q, d in zip(count, total, m2, done)]
             return cls(rows, wall_before=float(z["wall_time_s"]))
-
-
-def _atomic_savez(path: Path, arrays: dict):
-    """np.savez to ``path`` exactly, via a temporary file in the same folder and os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 __all__ = [

@@ -35,16 +35,13 @@ from .data import box_downsample, load_digits, load_fashion_mnist, split_dataset
 from .gamma import GammaEstimate, estimate_gamma
 from .image_likelihood import baseline_cost_matrix, collect_bound_statistics, variational_bound
 from .optimal_trajectory import optimal_trajectories, optimal_trajectories_from_costs
-from .sampling import sample
+from .pretrained_eval import sample_fd_table
 from .schedules import Schedule
 from .trajectories import even_trajectory
 from .variance import METHODS
 
 LN2 = math.log(2.0)
 DDPM_FAMILY = ("ddpm-large", "ddpm-small", "analytic-ddpm")
-#: The paper's sampling-only clip of σ² on the step into τ_1 (facts file §3.4, y = 1): applied as in the official
-#: run scripts to σ² = β and the analytic methods, not to σ² = β̃ and DDIM.
-CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None, "ddim": None}
 
 
 @dataclass(frozen=True)
@@ -239,19 +236,17 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
     ref = FeatureStatistics.from_features(features(test_set.images))
     n_floor = min(config.fd_samples, len(train_set))
     floor = frechet_distance(ref, FeatureStatistics.from_features(features(train_set.images[:n_floor])))
-    fd = {m: {} for m in METHODS}
+
+    def save_grids(m, K, x, _):
+        if K == min(config.Ks) or K == max(config.Ks):
+            _save_grid(x, out / f"samples_{m}_K{K}.png")
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for m in METHODS:
-            for K in config.Ks:
-                x = sample(eps, sched, even_trajectory(sched.N, K), m, num_samples=config.fd_samples, shape=shape,
-                           gamma=gamma if m.startswith("analytic") else None, clip_x0=True,
-                           clip_sigma_pixel=CLIP_SIGMA_PIXEL[m], seed=config.seed, batch_size=config.batch_eval,
-                           backend="torch", device=device, progress=False, out=out / "samples" / f"{m}_K{K}.npy")
-                x = np.asarray(x, dtype=np.float32)
-                fd[m][K] = frechet_distance(ref, FeatureStatistics.from_features(features(x)))
-                if K == min(config.Ks) or K == max(config.Ks):
-                    _save_grid(x, out / f"samples_{m}_K{K}.png")
+        fd = sample_fd_table(eps, sched, gamma, METHODS, config.Ks, num_samples=config.fd_samples, shape=shape,
+                             stats_of=lambda x: FeatureStatistics.from_features(features(x)), reference=ref,
+                             samples_dir=out / "samples", seed=config.seed, batch_size=config.batch_eval,
+                             device=device, progress=False, on_result=save_grids)
     walls["fd"] = time.perf_counter() - t0
     walls["total"] = time.perf_counter() - t_all
     log(f"  FD-LeNet for the five methods in {walls['fd']:.0f} s (classifier test accuracy "

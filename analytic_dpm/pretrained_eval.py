@@ -32,9 +32,38 @@ from .trajectories import even_trajectory
 from .variance import METHODS
 
 DDPM_FAMILY = ("ddpm-small", "ddpm-large", "analytic-ddpm")
-#: P App. F.2 / facts §3.4: y of the σ₂ clip (None: no clip, as the official scripts run β̃ and DDIM)
-DEFAULT_CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None,
-                            "ddim": None}
+#: The paper's sampling-only clip of σ² on the step into τ_1 (P App. F.2, facts §3.4): y per method, None for no
+#: clip; as in the official run scripts, applied to σ² = β and the analytic methods, not to σ² = β̃ and DDIM.
+CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None, "ddim": None}
+
+
+def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_samples: int, shape, stats_of,
+                    reference, samples_dir, seed: int, batch_size: int, device=None, progress: bool | None = False,
+                    clip_sigma_pixel: dict | None = None, on_result=None) -> dict:
+    """Table 2's protocol: for each method and K, ``num_samples`` samples on the even trajectory (x̂_0 clamped, σ₂
+    clipped per :data:`CLIP_SIGMA_PIXEL` updated by ``clip_sigma_pixel``, per-sample seeds), written to and resumed
+    from ``samples_dir/<method>_K<K>.npy``, scored by ``frechet_distance(reference, stats_of(x))``.
+
+    ``stats_of(x) -> FeatureStatistics`` extracts the features; ``reference`` is a FeatureStatistics or a (μ, Σ)
+    pair. ``on_result(method, K, x, distance)`` is called after each score, with the float32 samples. Returns
+    {method: {K: distance}}.
+    """
+    from .metrics import frechet_distance
+
+    clip = {**CLIP_SIGMA_PIXEL, **(clip_sigma_pixel or {})}
+    fd = {}
+    for m in methods:
+        fd[m] = {}
+        for K in Ks:
+            x = sample(eps_model, schedule, even_trajectory(schedule.N, K), m, num_samples=num_samples, shape=shape,
+                       gamma=gamma if m.startswith("analytic") else None, clip_x0=True, clip_sigma_pixel=clip[m],
+                       seed=seed, batch_size=batch_size, backend="torch", device=device, progress=progress,
+                       out=pathlib.Path(samples_dir) / f"{m}_K{K}.npy")
+            x = np.asarray(x, dtype=np.float32)
+            fd[m][K] = frechet_distance(reference, stats_of(x))
+            if on_result is not None:
+                on_result(m, K, x, fd[m][K])
+    return fd
 
 
 @dataclass(frozen=True)
@@ -107,14 +136,14 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                         log=print) -> PretrainedEvaluation:
     """Γ → Table 1 rows (ET: β̃, β, analytic; OT: analytic by Theorem 3's DP on Γ̂, β by the estimated cost matrix when
     ``config.ot_images``) → Table 2 rows (distance of ``config.fid_samples`` samples per method and K, even trajectory,
-    x̂_0 clamped, σ₂ clipped per ``clip_sigma_pixel``, defaults :data:`DEFAULT_CLIP_SIGMA_PIXEL`).
+    x̂_0 clamped, σ₂ clipped per ``clip_sigma_pixel``, defaults :data:`CLIP_SIGMA_PIXEL`).
 
     ``train_images`` serve Γ, the OT cost matrix and (when ``reference_stats`` is None) the reference statistics;
     ``test_images`` the bound. ``extractor``: a feature extractor (``analytic_dpm.metrics``); None skips Table 2.
     Every stage writes to ``out_dir`` as it goes (Γ checkpoint, one ``.npy`` per method and K for samples) and an
     interrupted call resumes where it stopped.
     """
-    from .metrics import FeatureStatistics, feature_statistics, frechet_distance
+    from .metrics import feature_statistics
 
     if not isinstance(config, PretrainedEvalConfig):
         raise TypeError(f"config must be a PretrainedEvalConfig (e.g. QUICK_SIZE or PAPER_SIZE); got "
@@ -127,7 +156,7 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"config.methods must be drawn from {METHODS}; got {unknown}.")
-    clip = {**DEFAULT_CLIP_SIGMA_PIXEL, **(clip_sigma_pixel or {})}
+    clip = {**CLIP_SIGMA_PIXEL, **(clip_sigma_pixel or {})}
     out = pathlib.Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     shape = tuple(train_images.shape[1:])
@@ -193,18 +222,13 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                                            progress=progress)
                     ref = (s.mean, s.cov)
                     np.savez(ref_path, mu=ref[0], sigma=ref[1])
-            for m in config.methods:
-                res.fd[m] = {}
-                for K in config.Ks:
-                    x = sample(eps_model, schedule, even_trajectory(schedule.N, K), m, num_samples=config.fid_samples,
-                               shape=shape, gamma=gamma if m.startswith("analytic") else None, clip_x0=True,
-                               clip_sigma_pixel=clip[m], seed=config.seed, batch_size=config.batch_size,
-                               backend="torch", device=device, progress=progress,
-                               out=out / "samples" / f"{m}_K{K}.npy")
-                    s = feature_statistics(extractor, np.asarray(x, dtype=np.float32), batch_size=config.batch_size,
-                                           device=device, progress=False)
-                    res.fd[m][K] = frechet_distance(ref[0], ref[1], s.mean, s.cov)
-                    log(f"  {res.metric_name} {m} K = {K}: {res.fd[m][K]:.3f}")
+            res.fd = sample_fd_table(
+                eps_model, schedule, gamma, config.methods, config.Ks, num_samples=config.fid_samples, shape=shape,
+                stats_of=lambda x: feature_statistics(extractor, x, batch_size=config.batch_size, device=device,
+                                                      progress=False),
+                reference=ref, samples_dir=out / "samples", seed=config.seed, batch_size=config.batch_size,
+                device=device, progress=progress, clip_sigma_pixel=clip_sigma_pixel,
+                on_result=lambda m, K, x, d: log(f"  {res.metric_name} {m} K = {K}: {d:.3f}"))
             res.wall_s["fd"] = time.perf_counter() - t0
 
     (out / "results.json").write_text(json.dumps({**res.to_dict(), "config": config.to_dict(),

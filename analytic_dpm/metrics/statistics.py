@@ -16,12 +16,11 @@ The covariance is the unbiased Σ = M/(n − 1), as ``np.cov`` and pytorch-fid c
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_savez
 from .._validate import as_int
 
 _FORMAT = "analytic_dpm.metrics.FeatureStatistics/1"
@@ -238,21 +237,8 @@ class FeatureStatistics:
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    format=np.array(_FORMAT),
-                    count=np.array(self._count, dtype=np.int64),
-                    mean=self._mean,
-                    comoment=self._comoment,
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_savez(path, {"format": np.array(_FORMAT), "count": np.array(self._count, dtype=np.int64),
+                            "mean": self._mean, "comoment": self._comoment})
         return path
 
     @classmethod
