@@ -27,13 +27,16 @@ from .trajectories import (
     validate_trajectory,
 )
 from .variance import (
+    ALL_METHODS,
     ANALYTIC_METHODS,
     METHODS,
+    RESIDUAL_METHODS,
     ReverseVariances,
     ddpm_bounds,
     ddpm_sigma_sq_opt,
     handcrafted_sigma_sq,
     pixel_clip_threshold,
+    residual_sigma_sq,
     reverse_variances,
     sigma_sq_from_posterior_cov,
     sigma_sq_opt,

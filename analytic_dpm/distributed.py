@@ -248,13 +248,15 @@ def distributed_gamma(
     disable = (None if progress is None else not bool(progress)) if rank == 0 else True
     bar = tqdm(total=n_calls, disable=disable, desc=f"Γ_n (rank 0 of {world})", unit="batch", dynamic_ncols=True)
     sqrt_ab, sqrt_bb = np.sqrt(schedule.alpha_bar), np.sqrt(schedule.beta_bar)
-    moments = np.zeros((T, C, 3), dtype=np.float64)  # per chunk: count, Σv, Σ(v − mean_c)²
+    S = len(_gamma.STATISTICS)
+    moments = np.zeros((S, T, C, 3), dtype=np.float64)  # per statistic and chunk: count, Σv, Σ(v − mean_c)²
     done = np.zeros(len(plan), dtype=bool)
     ck_path, ck_key = None, None
     if checkpoint is not None:
         ck_path = Path(f"{os.fspath(checkpoint)}.rank{rank}of{world}.npz")
         ck_key = json.dumps({"schedule": sched_sha, "timesteps": ts.tolist(), "M": M, "seed": seed, "data": data_info,
-                             "plan": plan, "dim": dim}, sort_keys=True, default=str)
+                             "plan": plan, "dim": dim, "statistics": list(_gamma.STATISTICS)},
+                            sort_keys=True, default=str)
         if ck_path.exists():
             with np.load(ck_path) as z:
                 if str(z["key"]) != ck_key:
@@ -277,14 +279,16 @@ def distributed_gamma(
             n = int(ts[i])
             noise = ChunkNoise(seed, n, M, shape)
             r_lo, r_hi = c0 * CHUNK_SIZE, min(c1 * CHUNK_SIZE, M)
-            values = np.empty(r_hi - r_lo, dtype=np.float64)
+            values = np.empty((r_hi - r_lo, S), dtype=np.float64)
             for a in range(r_lo, r_hi, batch_size):
                 b = min(a + batch_size, r_hi)
                 values[a - r_lo:b - r_lo] = runner(float(sqrt_ab[n]), float(sqrt_bb[n]), a, b, noise.rows(a, b),
                                                    eps_model, n)
                 bar.update(1)
             for c in range(c0, c1):
-                moments[i, c] = chunk_moments(values[c * CHUNK_SIZE - r_lo:min((c + 1) * CHUNK_SIZE, M) - r_lo])
+                rows = values[c * CHUNK_SIZE - r_lo:min((c + 1) * CHUNK_SIZE, M) - r_lo]
+                for q in range(S):
+                    moments[q, i, c] = chunk_moments(rows[:, q])
             done[j] = True
             if ck_path is not None and time.perf_counter() - last_write >= _gamma.CHECKPOINT_INTERVAL_S:
                 write_checkpoint()
@@ -297,13 +301,12 @@ def distributed_gamma(
         bar.close()
     moments = all_reduce_sum(moments, group)
 
-    gamma = np.full(N + 1, np.nan)
-    stderr = np.full(N + 1, np.nan)
-    gamma[0] = stderr[0] = 0.0
-    gamma[ts], stderr[ts] = merge_chunk_moments(moments)  # the chunk-order merge of estimate_gamma
+    arrays = _gamma._empty_arrays(N)
+    for q in range(S):  # the chunk-order merge of estimate_gamma, per statistic
+        arrays[2 * q][ts], arrays[2 * q + 1][ts] = merge_chunk_moments(moments[q])
     config = {
         "estimator": "analytic_dpm.distributed.distributed_gamma",
-        "formula": "Gamma_n = mean_m ||eps_hat_n(sqrt(alpha_bar_n) x0_m + sqrt(beta_bar_n) eps_nm)||^2 / d",
+        "formula": _gamma._FORMULA,
         "schedule": schedule.to_dict(),
         "schedule_sha256": sched_sha,
         "N": N, "seed": seed, "num_samples": M, "batch_size": batch_size, "timesteps": ts.tolist(),
@@ -314,7 +317,7 @@ def distributed_gamma(
         "wall_time_s": time.perf_counter() - t_start,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return GammaEstimate(gamma=gamma, stderr=stderr, num_samples=M, timesteps=ts, config=config)
+    return _gamma.estimate_from_arrays(arrays, M, ts, config)
 
 
 # ======================================================================================== feature statistics

@@ -10,7 +10,17 @@ one fresh ε_{n,m} ~ N(0, I), form x_{n,m} = √ᾱ_n x_0^{(m)} + √β̄_n ε_{
 
     Γ̂_n = (1/M) Σ_m ‖ε̂_n(x_{n,m})‖²/d,      stderr_n = std_m(‖ε̂_n(x_{n,m})‖²/d) / √M.
 
-That is N × M model evaluations for all timesteps. Reproducibility and resumption rest on one design choice: the
+That is N × M model evaluations for all timesteps. From the same ε and ε̂ (no extra evaluation) the estimator also
+returns two statistics of the network's actual mean (``theory`` entry ``residual-variance``):
+
+    R̂_n = (1/M) Σ_m ‖ε_{n,m} − ε̂_n(x_{n,m})‖²/d                    (the residual, for σ² = λ² + g²R)
+    (1 − Γ)^_n = (1/M) Σ_m ⟨ε_{n,m} − ε̂_n, ε_{n,m} + ε̂_n⟩/d          (= mean(‖ε‖² − ‖ε̂‖²)/d, a control variate)
+
+each with its standard error. The second uses E‖ε‖²/d = 1 exactly: it estimates 1 − Γ_n directly, without
+subtracting two numbers near 1, and where ε̂ ≈ ε (large n) its spread is far smaller than that of Γ̂_n. For the exact
+predictor E R̂_n = E (1 − Γ)^_n = 1 − Γ_n.
+
+ Reproducibility and resumption rest on one design choice: the
 samples m = 0..M−1 are cut into fixed chunks of :data:`CHUNK_SIZE`, and chunk c at timestep n draws its noise from
 ``default_rng(SeedSequence([seed, tag, n, c]))``. The noise therefore does not depend on the batch size, on the order
 of the timesteps, or on which other timesteps are requested, and the running sums are merged chunk by chunk in a fixed
@@ -40,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._io import atomic_savez
-from ._validate import _show, as_float_array, as_int
+from ._validate import _show, as_float_array, as_int, choice
 from .schedules import Schedule
 
 #: Samples per random-number chunk. Part of the random stream: changing it changes every estimate.
@@ -49,7 +59,12 @@ CHUNK_SIZE = 128
 CHECKPOINT_INTERVAL_S = 5.0
 
 _FORMAT = "analytic_dpm.gamma.GammaEstimate/1"
-_CKPT_FORMAT = "analytic_dpm.gamma.checkpoint/1"
+_CKPT_FORMAT = "analytic_dpm.gamma.checkpoint/2"
+_OLD_CKPT_FORMATS = ("analytic_dpm.gamma.checkpoint/1",)
+#: The per-sample statistics the estimator averages, in the column order of :func:`sq_norm_runner`'s output:
+#: ‖ε̂‖²/d (Γ), ⟨ε − ε̂, ε + ε̂⟩/d (1 − Γ, control variate), ‖ε − ε̂‖²/d (R).
+STATISTICS = ("gamma", "one_minus_gamma", "residual")
+_S = len(STATISTICS)
 _NOISE_TAG = 0x47414D4D  # "GAMM": keeps this noise stream apart from other users of SeedSequence([seed, ...])
 _DATA_TAG = 0x44415441  # "DATA": seed handed to data.sample(...)
 _HASH_BLOCK = 4096  # rows hashed at a time, to bound the memory of the float64 copy
@@ -68,6 +83,13 @@ class GammaEstimate:
         timesteps: int64 array, the estimated timesteps in increasing order.
         config: JSON-compatible metadata (schedule, seed, M, batch size, data fingerprint, versions, wall time).
 
+        one_minus_gamma: float64 (N+1,) or None: 1 − Γ_n estimated directly, mean_m(‖ε‖² − ‖ε̂‖²)/d (control
+            variate; may be slightly negative where 1 − Γ_n is tiny); index 0 = 0.0, NaN where not estimated.
+        one_minus_gamma_stderr: its standard error, like ``stderr``.
+        residual: float64 (N+1,) or None: R̂_n = mean_m ‖ε − ε̂_n‖²/d, the residual of the network's mean.
+        residual_stderr: its standard error.
+
+    The last four are None for estimates saved before they existed (and for estimates built from Γ alone).
     ``np.asarray(estimate)`` is ``estimate.gamma``, so an estimate can be passed wherever a Γ array is expected.
     """
 
@@ -76,6 +98,10 @@ class GammaEstimate:
     num_samples: int
     timesteps: np.ndarray
     config: dict
+    one_minus_gamma: np.ndarray | None = None
+    one_minus_gamma_stderr: np.ndarray | None = None
+    residual: np.ndarray | None = None
+    residual_stderr: np.ndarray | None = None
 
     def __post_init__(self):
         gamma = np.array(self.gamma, dtype=np.float64)
@@ -94,6 +120,18 @@ class GammaEstimate:
             raise TypeError(f"config must be JSON-serializable (dicts, lists, str, finite numbers); {exc}.") from None
         for a in (gamma, stderr, ts):
             a.setflags(write=False)
+        for name in ("one_minus_gamma", "one_minus_gamma_stderr", "residual", "residual_stderr"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.array(value, dtype=np.float64)
+            if arr.shape != gamma.shape:
+                raise ValueError(f"{name} must have the shape of gamma {gamma.shape}; got shape {arr.shape}.")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        if (self.one_minus_gamma is None) != (self.one_minus_gamma_stderr is None) or (
+                (self.residual is None) != (self.residual_stderr is None)):
+            raise ValueError("one_minus_gamma and residual come with their standard errors: pass both or neither.")
         object.__setattr__(self, "gamma", gamma)
         object.__setattr__(self, "stderr", stderr)
         object.__setattr__(self, "timesteps", ts)
@@ -125,8 +163,33 @@ class GammaEstimate:
             "timesteps": self.timesteps,
             "num_samples": np.array(self.num_samples, dtype=np.int64),
             "config_json": np.array(json.dumps(self.config, sort_keys=True, allow_nan=False)),
+            **{name: getattr(self, name) for name in ("one_minus_gamma", "one_minus_gamma_stderr", "residual",
+                                                      "residual_stderr") if getattr(self, name) is not None},
         })
         return path
+
+    def relative_stderr(self, statistic: str = "gamma") -> np.ndarray:
+        """stderr/|value| per timestep for ``statistic`` in 'gamma', 'one_minus_gamma' (direct),
+        'one_minus_gamma_plain' (1 − Γ̂, whose error is Γ̂'s) or 'residual'; index 0 and unestimated steps are NaN."""
+        value, err = self._value_stderr(statistic)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = err / np.abs(value)
+        out[0] = np.nan
+        return out
+
+    def _value_stderr(self, statistic):
+        choice("statistic", statistic, ("gamma", "one_minus_gamma", "one_minus_gamma_plain", "residual"))
+        if statistic == "gamma":
+            return self.gamma, self.stderr
+        if statistic == "one_minus_gamma_plain":
+            return 1.0 - self.gamma, self.stderr
+        value = getattr(self, statistic)
+        if value is None:
+            raise ValueError(
+                f"this estimate has no {statistic!r} (saved by an older version or built from Γ alone); rerun "
+                "estimate_gamma, which returns it from the same network evaluations."
+            )
+        return value, getattr(self, f"{statistic}_stderr")
 
     @classmethod
     def load(cls, path) -> "GammaEstimate":
@@ -141,9 +204,11 @@ class GammaEstimate:
                     f"path {str(path)!r} is {what}; GammaEstimate.load expects a file written by "
                     f"GammaEstimate.save (format {_FORMAT!r})."
                 )
+            extra = {name: (z[name] if name in z.files else None) for name in (
+                "one_minus_gamma", "one_minus_gamma_stderr", "residual", "residual_stderr")}
             return cls(
                 gamma=z["gamma"], stderr=z["stderr"], num_samples=int(z["num_samples"]),
-                timesteps=z["timesteps"], config=json.loads(str(z["config_json"])),
+                timesteps=z["timesteps"], config=json.loads(str(z["config_json"])), **extra,
             )
 
 
@@ -303,7 +368,7 @@ def estimate_gamma(
             if start >= M:
                 continue
             noise = ChunkNoise(seed, n, M, shape)
-            values = np.empty(M - start, dtype=np.float64)
+            values = np.empty((M - start, _S), dtype=np.float64)
             a = start
             while a < M:
                 b = min(a + batch_size, M)
@@ -333,16 +398,15 @@ def estimate_gamma(
     if ckpt_path is not None:
         write_checkpoint()
 
-    gamma = np.full(N + 1, np.nan)
-    stderr = np.full(N + 1, np.nan)
-    gamma[0] = stderr[0] = 0.0
+    arrays = _empty_arrays(N)
     for i, n in enumerate(ts.tolist()):
         count, total, m2, _ = state.rows[i]
-        gamma[n], stderr[n] = _mean_stderr(count, total, m2)
+        for j in range(_S):
+            arrays[2 * j][n], arrays[2 * j + 1][n] = _mean_stderr(count, total[j], m2[j])
 
     config = {
         "estimator": "analytic_dpm.gamma.estimate_gamma",
-        "formula": "Gamma_n = mean_m ||eps_hat_n(sqrt(alpha_bar_n) x0_m + sqrt(beta_bar_n) eps_nm)||^2 / d",
+        "formula": _FORMULA,
         "schedule": schedule.to_dict(),
         "schedule_sha256": key["schedule_sha256"],
         "N": N,
@@ -364,7 +428,31 @@ def estimate_gamma(
         "wall_time_s": state.wall_before + (time.perf_counter() - t_start),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return GammaEstimate(gamma=gamma, stderr=stderr, num_samples=M, timesteps=ts, config=config)
+    return estimate_from_arrays(arrays, M, ts, config)
+
+
+_FORMULA = {
+    "gamma": "mean_m ||eps_hat_n(x_nm)||^2 / d, x_nm = sqrt(alpha_bar_n) x0_m + sqrt(beta_bar_n) eps_nm",
+    "one_minus_gamma": "mean_m <eps_nm - eps_hat_n(x_nm), eps_nm + eps_hat_n(x_nm)> / d  (control variate)",
+    "residual": "mean_m ||eps_nm - eps_hat_n(x_nm)||^2 / d",
+}
+
+
+def _empty_arrays(N: int) -> list:
+    """[value, stderr] × STATISTICS, each (N+1,) NaN with index 0 = 0.0."""
+    out = []
+    for _ in range(2 * _S):
+        a = np.full(N + 1, np.nan)
+        a[0] = 0.0
+        out.append(a)
+    return out
+
+
+def estimate_from_arrays(arrays, M: int, timesteps, config: dict) -> GammaEstimate:
+    """A :class:`GammaEstimate` from [Γ, stderr, 1 − Γ, stderr, R, stderr] (the order of :data:`STATISTICS`)."""
+    g, ge, o, oe, r, re_ = arrays
+    return GammaEstimate(gamma=g, stderr=ge, num_samples=M, timesteps=timesteps, config=config,
+                         one_minus_gamma=o, one_minus_gamma_stderr=oe, residual=r, residual_stderr=re_)
 
 
 # ------------------------------------------------------------------------------ building blocks and internals
@@ -576,8 +664,10 @@ class ChunkNoise:
 
 def sq_norm_runner(x0, device=None):
     """The per-batch work of :func:`estimate_gamma`: a callable
-    ``runner(sqrt_ab, sqrt_bb, a, b, noise, eps_model, n)`` returning the float64 numpy array (b − a,) of
-    v_m = ‖ε̂_n(√ᾱ_n x0[m] + √β̄_n noise[m − a])‖²/d for samples m = a..b−1.
+    ``runner(sqrt_ab, sqrt_bb, a, b, noise, eps_model, n)`` returning the float64 numpy array (b − a, 3) whose
+    columns are the statistics of :data:`STATISTICS` for samples m = a..b−1, with ε = noise[m − a] and
+    ε̂ = ε̂_n(√ᾱ_n x0[m] + √β̄_n ε): ‖ε̂‖²/d, ⟨ε − ε̂, ε + ε̂⟩/d (= (‖ε‖² − ‖ε̂‖²)/d without cancellation) and
+    ‖ε − ε̂‖²/d. The noise is taken in float64 for the last two (the model sees it in the compute dtype).
 
     ``x0`` is the data from :func:`prepare_data`. Without ``device`` and with numpy data the work is float64 numpy;
     otherwise torch on ``device`` (default: the tensor's device), in float32 when x0 is float32, else float64, with
@@ -620,7 +710,7 @@ def _check_output(e, x, n, want):
 
 def _check_values(v, n, a, b):
     if not np.isfinite(v).all():
-        bad = np.flatnonzero(~np.isfinite(v)) + a
+        bad = np.flatnonzero(~np.isfinite(v).all(axis=-1) if v.ndim > 1 else ~np.isfinite(v)) + a
         raise ValueError(
             f"eps_model returned non-finite ε̂ (NaN or inf, or too large to square) at timestep n = {n} for "
             f"samples {_ints(bad)} (0-based indices into the data). Check the model, its input scaling and the "
@@ -641,9 +731,14 @@ class _NumpyRunner:
         x = sab * self.x0[a:b] + sbb * noise
         e = eps_model(x, n)
         _check_output(e, x, n, lambda e: isinstance(e, np.ndarray))
-        e = np.asarray(e, dtype=np.float64)
+        e = np.asarray(e, dtype=np.float64).reshape(b - a, -1)
+        z = np.asarray(noise, dtype=np.float64).reshape(b - a, -1)
+        v = np.empty((b - a, _S))
         with np.errstate(over="ignore", invalid="ignore"):
-            v = np.square(e).reshape(b - a, -1).sum(axis=1) / self.dim
+            diff = z - e
+            v[:, 0] = np.square(e).sum(axis=1) / self.dim
+            v[:, 1] = np.einsum("ij,ij->i", diff, z + e) / self.dim
+            v[:, 2] = np.square(diff).sum(axis=1) / self.dim
         return _check_values(v, n, a, b)
 
 
@@ -664,7 +759,12 @@ class _TorchRunner:
             x = sab * self.x0[a:b] + sbb * z
             e = eps_model(x, n)
             _check_output(e, x, n, lambda e: isinstance(e, torch.Tensor))
-            v = e.detach().to(torch.float64).square().reshape(b - a, -1).sum(dim=1).div(self.dim)
+            e64 = e.detach().to(torch.float64).reshape(b - a, -1)
+            z64 = (z if self.dtype == torch.float64 else torch.from_numpy(np.ascontiguousarray(noise)).to(self.dev))
+            z64 = z64.reshape(b - a, -1)
+            diff = z64 - e64
+            v = torch.stack([e64.square().sum(dim=1), (diff * (z64 + e64)).sum(dim=1), diff.square().sum(dim=1)],
+                            dim=1).div(self.dim)
         return _check_values(v.cpu().numpy(), n, a, b)
 
 
@@ -735,7 +835,8 @@ def _mean_stderr(count, total, m2) -> tuple[float, float]:
 
 
 class _State:
-    """Per requested timestep i: (count, Σ v, Σ (v − mean)², chunks done), v = ‖ε̂‖²/d, merged chunk by chunk
+    """Per requested timestep i: (count, Σ v, Σ (v − mean)², chunks done) for each of the :data:`STATISTICS`
+    (Σ v and Σ (v − mean)² are tuples with one entry per statistic), merged chunk by chunk
     (:func:`chunk_moments`, then the pairwise merge that :func:`merge_chunk_moments` uses).
 
     Each row is one tuple replaced in a single assignment, so an interrupt never leaves a half-updated row.
@@ -747,12 +848,12 @@ class _State:
 
     @classmethod
     def empty(cls, T: int) -> "_State":
-        return cls([(0, 0.0, 0.0, 0) for _ in range(T)])
+        return cls([(0, (0.0,) * _S, (0.0,) * _S, 0) for _ in range(T)])
 
     def merge(self, i: int, v: np.ndarray):
         count, total, m2, done = self.rows[i]
-        count, total, m2 = _merge_moments((count, total, m2), chunk_moments(v))
-        self.rows[i] = (count, total, m2, done + 1)
+        merged = [_merge_moments((count, total[j], m2[j]), chunk_moments(v[:, j])) for j in range(_S)]
+        self.rows[i] = (merged[0][0], tuple(x[1] for x in merged), tuple(x[2] for x in merged), done + 1)
 
     def write(self, path: Path, key: dict, wall: float):
         rows = list(self.rows)
@@ -760,8 +861,8 @@ class _State:
             "format": np.array(_CKPT_FORMAT),
             "key_json": np.array(json.dumps(key, sort_keys=True)),
             "count": np.array([r[0] for r in rows], dtype=np.int64),
-            "sum": np.array([r[1] for r in rows], dtype=np.float64),
-            "m2": np.array([r[2] for r in rows], dtype=np.float64),
+            "sum": np.array([r[1] for r in rows], dtype=np.float64).reshape(len(rows), _S),
+            "m2": np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), _S),
             "chunks_done": np.array([r[3] for r in rows], dtype=np.int64),
             "wall_time_s": np.array(wall, dtype=np.float64),
         })
@@ -777,6 +878,11 @@ class _State:
             ) from None
         with z:
             fmt = str(z["format"]) if "format" in z.files else None
+            if fmt in _OLD_CKPT_FORMATS:
+                raise ValueError(
+                    f"checkpoint {str(path)!r} was written by an older version of estimate_gamma (format {fmt!r}, "
+                    "Γ only, without the residual and 1 − Γ sums), so it cannot be resumed. " + fix
+                )
             if fmt != _CKPT_FORMAT:
                 raise ValueError(
                     f"checkpoint {str(path)!r} is not a Γ checkpoint (format {fmt!r}, expected {_CKPT_FORMAT!r}). "
@@ -799,15 +905,19 @@ class _State:
                 )
             count, total, m2, done = (z[k] for k in ("count", "sum", "m2", "chunks_done"))
             T = len(key["timesteps"])
-            if not all(arr.shape == (T,) for arr in (count, total, m2, done)) or (done > n_chunks).any():
+            if (not all(arr.shape == (T,) for arr in (count, done)) or total.shape != (T, _S)
+                    or m2.shape != (T, _S) or (done > n_chunks).any()):
                 raise ValueError(f"checkpoint {str(path)!r} is inconsistent (array shapes or chunk counts). {fix}")
-            rows = [(int(c), float(s), float(q), int(d)) for c, s, q, d in zip(count, total, m2, done)]
+            rows = [(int(c), tuple(float(x) for x in s), tuple(float(x) for x in q), int(d))
+                    for c, s, q, d in zip(count, total, m2, done)]
             return cls(rows, wall_before=float(z["wall_time_s"]))
 
 
 __all__ = [
     "CHUNK_SIZE",
     "CHECKPOINT_INTERVAL_S",
+    "STATISTICS",
+    "estimate_from_arrays",
     "GammaEstimate",
     "estimate_gamma",
     "gamma_from_mean_sq_score",

@@ -42,6 +42,14 @@ is clipped into Theorem 2's interval [λ², min(eq. 11, eq. 12)] exactly as the 
 (:func:`analytic_dpm.reverse_variances`). For the DDPM family both bounds reduce to a bound on Γ_t alone,
 max(0, 1 − r²ᾱ_t/β̄_t) ≤ Γ_t ≤ 1 with r = (b − a)/2 the data half-range, so the clip is a clip of Γ_t, the same for
 every s; J stays finite (Γ_t = 1 gives σ̂² = λ², J = 0) and the clipped timesteps are reported in a mask.
+
+The network's actual mean. Theorem 3 prices a jump with the optimal mean; an imperfect network's mean error is
+invisible to Γ, and where Γ̂_t ≥ 1 (network or Monte Carlo error) every jump into t looks free. With the residual
+R_t = E‖ε − ε̂_t‖²/d of the network's own mean, the optimal variance is λ² + g²R_t and the per-transition KL at that
+variance is ½ log(1 + g²R_t/λ²) (``theory`` entry ``residual-variance``), the same decomposition with R_t in place of
+1 − Γ_t: ``analytic_ddpm_cost(schedule, residual=R)``. R_t is a mean of squares, never negative, and it is not
+clipped by Theorem 2 (which holds for the optimal mean only). ``one_minus_gamma=`` takes a directly estimated
+1 − Γ_t (the control variate of :func:`analytic_dpm.gamma.estimate_gamma`) for the Theorem 3 cost.
 """
 
 from __future__ import annotations
@@ -86,6 +94,8 @@ class CostMatrix:
         name: what the costs are, e.g. ``"analytic-ddpm (log_ratio)"`` or ``"user"``.
         gamma: for the Analytic-DDPM cost, the Γ actually used (after clipping); None otherwise.
         gamma_clipped: for the Analytic-DDPM cost, bool (N+1,), True where Γ_t was clipped by Theorem 2.
+        factor: for the Analytic-DDPM cost, the per-timestep factor of g² actually used: 1 − Γ_t (after clipping) or
+            the residual R_t (``name`` says which); None otherwise.
     """
 
     FT: np.ndarray
@@ -93,6 +103,7 @@ class CostMatrix:
     name: str = "user"
     gamma: np.ndarray | None = None
     gamma_clipped: np.ndarray | None = None
+    factor: np.ndarray | None = None
 
     @property
     def N(self) -> int:
@@ -132,8 +143,8 @@ def _one_minus_gamma_upper_bound(schedule: Schedule, data_range) -> np.ndarray:
     return out
 
 
-def analytic_ddpm_cost(schedule: Schedule, gamma, *, form: str = "log_ratio", data_range=(-1.0, 1.0),
-                       clip: bool = True) -> CostMatrix:
+def analytic_ddpm_cost(schedule: Schedule, gamma=None, *, form: str = "log_ratio", data_range=(-1.0, 1.0),
+                       clip: bool = True, one_minus_gamma=None, residual=None) -> CostMatrix:
     """The Analytic-DDPM transition cost J(s, t), 1 <= s < t <= N (Theorem 3, eq. 14; Corollary 4), as a CostMatrix.
 
     ``form="log_ratio"``: J = log(σ*²/λ²) = log1p((1 − Γ_t)·β_{t|s}/(α_{t|s}β̄_s)), so that with exact Γ
@@ -146,50 +157,81 @@ def analytic_ddpm_cost(schedule: Schedule, gamma, *, form: str = "log_ratio", da
     which for the DDPM family is Γ_t ∈ [max(0, 1 − r²ᾱ_t/β̄_t), 1] (r = half the ``data_range``; ``None``: eq. 11
     only); the mask ``gamma_clipped`` reports where it acted. Γ outside [0, 1] also warns. ``clip=False`` raises
     where the cost is undefined.
+
+    Instead of ``gamma`` pass ``one_minus_gamma`` (1 − Γ estimated directly, e.g. ``GammaEstimate.one_minus_gamma``;
+    clipped the same way), or ``residual`` R = E‖ε − ε̂‖²/d (``GammaEstimate.residual``) for the cost of the
+    network's actual mean, J = log1p(R_t·β_{t|s}/(α_{t|s}β̄_s)) = log(σ²/λ²) with σ² = λ² + g²R_t: never clipped
+    (R_t >= 0 is required), exact for the model's own mean rather than for the optimal one. A GammaEstimate passed as
+    ``gamma`` stands for its Γ.
     """
     schedule = _check_schedule(schedule)
     choice("form", form, FORMS)
     N = schedule.N
+    given = [k for k, v in (("gamma", gamma), ("one_minus_gamma", one_minus_gamma), ("residual", residual))
+             if v is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "pass exactly one of gamma (Γ), one_minus_gamma (1 − Γ estimated directly) or residual "
+            f"(R = E‖ε − ε̂‖²/d, for the network's own mean); got {given or 'none'}."
+        )
+    name = given[0]
+    value = {"gamma": gamma, "one_minus_gamma": one_minus_gamma, "residual": residual}[name]
     try:
-        g = np.array(gamma, dtype=np.float64)
+        g = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(
-            f"gamma must be an array of real numbers of shape (N+1,) = ({N + 1},); got {gamma!r}."
+            f"{name} must be an array of real numbers of shape (N+1,) = ({N + 1},); got {value!r}."
         ) from None
     if g.shape != (N + 1,):
         raise ValueError(
-            f"gamma must have shape (N+1,) = ({N + 1},) for this schedule, indexed by timestep n with index 0 "
+            f"{name} must have shape (N+1,) = ({N + 1},) for this schedule, indexed by timestep n with index 0 "
             f"unused; got shape {g.shape}. Use estimate_gamma(...) or data.gamma(schedule) on toy data."
         )
     need = np.arange(2, N + 1)
     bad = ~np.isfinite(g[need])
     if bad.any():
         raise ValueError(
-            f"gamma must be finite at every timestep t = 2..N = 2..{N} (the optimal trajectory may visit any of "
-            f"them); got {_show(g[need][bad])} at t = {_show(need[bad])}. Estimate Γ at all timesteps "
+            f"{name} must be finite at every timestep t = 2..N = 2..{N} (the optimal trajectory may visit any of "
+            f"them); got {_show(g[need][bad])} at t = {_show(need[bad])}. Estimate it at all timesteps "
             "(estimate_gamma(..., timesteps=None))."
         )
-    out = (g[need] < 0.0) | (g[need] > 1.0)
-    if out.any():
-        warnings.warn(
-            f"gamma lies outside [0, 1] at t = {_show(need[out])} (values {_show(g[need][out])}); Γ = E‖ε̂‖²/d of the "
-            "exact noise predictor lies in [0, 1], so these come from model or Monte Carlo error."
-            + (" They are clipped by Theorem 2 (see CostMatrix.gamma_clipped)." if clip else ""),
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    # 1 − Γ_t is what the cost needs; clip it directly (Theorem 2: 0 <= 1 − Γ_t <= r²ᾱ_t/β̄_t) so that values near
-    # Γ_t = 1 keep their digits
-    one_minus_g = np.zeros(N + 1)
-    one_minus_g[need] = 1.0 - g[need]
     clipped = np.zeros(N + 1, dtype=bool)
-    if clip:
-        hi_b = _one_minus_gamma_upper_bound(schedule, data_range)
-        omg = np.clip(one_minus_g[need], 0.0, hi_b[need])
-        clipped[need] = omg != one_minus_g[need]
-        one_minus_g[need] = omg
-    used = g.copy()
-    used[need] = np.where(clipped[need], 1.0 - one_minus_g[need], g[need])
+    one_minus_g = np.zeros(N + 1)
+    if name == "residual":
+        neg = g[need] < 0.0
+        if neg.any():
+            raise ValueError(
+                f"residual R_t = E‖ε − ε̂_t‖²/d is a mean of squares and cannot be negative; got "
+                f"{_show(g[need][neg])} at t = {_show(need[neg])}. Pass GammaEstimate.residual (not the "
+                "control-variate 1 − Γ estimate)."
+            )
+        one_minus_g[need] = g[need]  # the factor of g²: R_t in place of 1 − Γ_t, never clipped
+        used = None
+    else:
+        omg_given = g[need] if name == "one_minus_gamma" else 1.0 - g[need]
+        out = (omg_given < 0.0) | (omg_given > 1.0)
+        if out.any():
+            warnings.warn(
+                f"{name} lies outside [0, 1] at t = {_show(need[out])} (values {_show(g[need][out])}); Γ = E‖ε̂‖²/d "
+                "of the exact noise predictor lies in [0, 1], so these come from model or Monte Carlo error."
+                + (" They are clipped by Theorem 2 (see CostMatrix.gamma_clipped)." if clip else ""),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        # 1 − Γ_t is what the cost needs; clip it directly (Theorem 2: 0 <= 1 − Γ_t <= r²ᾱ_t/β̄_t) so that values
+        # near Γ_t = 1 keep their digits
+        one_minus_g[need] = omg_given
+        if clip:
+            hi_b = _one_minus_gamma_upper_bound(schedule, data_range)
+            omg = np.clip(one_minus_g[need], 0.0, hi_b[need])
+            clipped[need] = omg != one_minus_g[need]
+            one_minus_g[need] = omg
+        if name == "gamma":
+            used = g.copy()
+            used[need] = np.where(clipped[need], 1.0 - one_minus_g[need], g[need])
+        else:
+            used = np.zeros(N + 1)
+            used[need] = 1.0 - one_minus_g[need]
     # log ᾱ is kept in double-double precision by Schedule (hi + lo); differences L_t − L_s then keep full relative
     # precision, which matters for short jumps (β_{t|s} ~ 1e-4).
     hi = schedule.log_alpha_bar
@@ -231,13 +273,16 @@ def analytic_ddpm_cost(schedule: Schedule, gamma, *, form: str = "log_ratio", da
                 t_bad = int(t0 + over[tt[0]])
                 raise ValueError(
                     f"the Analytic-DDPM cost J(s, t) is undefined (σ̂² <= 0) at {int(bad.sum())} transitions, first "
-                    f"(s, t) = ({int(ss[0])}, {t_bad}) with Γ_t = {g[t_bad]:.17g} > 1. Pass clip=True to clip σ̂² "
+                    f"(s, t) = ({int(ss[0])}, {t_bad}) with 1 − Γ_t = {one_minus_g[t_bad]:.17g} < 0. Pass clip=True "
+                    "to clip σ̂² "
                     "into Theorem 2's bounds (equivalently Γ_t into [max(0, 1 − r²ᾱ_t/β̄_t), 1]), or improve the Γ "
                     "estimate."
                 )
+    label = "residual-ddpm" if name == "residual" else "analytic-ddpm"
     return CostMatrix(
-        FT=_readonly(FT), start=1, name=f"analytic-ddpm ({form})",
-        gamma=_readonly(used), gamma_clipped=_readonly(clipped),
+        FT=_readonly(FT), start=1, name=f"{label} ({form}{', 1 - gamma given' if name == 'one_minus_gamma' else ''})",
+        gamma=None if used is None else _readonly(used), gamma_clipped=_readonly(clipped),
+        factor=_readonly(one_minus_g),
     )
 
 
@@ -832,14 +877,18 @@ def _analytic_cost_from(schedule, gamma, cost_kw):
 
 def optimal_trajectory(schedule: Schedule, gamma, K: int, *, form: str = "log_ratio", data_range=(-1.0, 1.0),
                        clip: bool = True, method: str = "auto", backend: str | None = None, device=None,
-                       progress: bool | None = None) -> OptimalTrajectory:
+                       progress: bool | None = None, one_minus_gamma=None, residual=None) -> OptimalTrajectory:
     """The K-step trajectory ``[0, 1, τ_2, …, τ_K = N]`` (τ_1 = 1 fixed) minimizing the Analytic-DDPM bound.
 
     Minimizes Σ_{k=2}^{K} J(τ_{k−1}, τ_k) with J from :func:`analytic_ddpm_cost` (Theorem 3, eq. 14: with exact Γ and
     ``form="log_ratio"`` the KL is (d/2)·cost + a constant), exactly; see :func:`solve` for ``method``/``backend``.
     2 <= K <= N. The result carries the trajectory (``np.asarray(result)``) and its cost.
+
+    For the network's actual mean pass ``gamma=None, residual=R`` (R = ``GammaEstimate.residual``): the same exact DP
+    over J = log(1 + g²R_t/λ²); ``one_minus_gamma=`` takes a directly estimated 1 − Γ (see :func:`analytic_ddpm_cost`).
     """
-    cost = _analytic_cost_from(schedule, gamma, dict(form=form, data_range=data_range, clip=clip))
+    cost = _analytic_cost_from(schedule, gamma, dict(form=form, data_range=data_range, clip=clip,
+                                                     one_minus_gamma=one_minus_gamma, residual=residual))
     K = _check_K_arg("K", K, cost.N, 1)
     res = solve(cost, K=K, method=method, backend=backend, device=device, progress=progress)
     return res[K]
@@ -847,10 +896,13 @@ def optimal_trajectory(schedule: Schedule, gamma, K: int, *, form: str = "log_ra
 
 def optimal_trajectories(schedule: Schedule, gamma, K_max: int | None = None, *, form: str = "log_ratio",
                          data_range=(-1.0, 1.0), clip: bool = True, method: str = "auto", backend: str | None = None,
-                         device=None, progress: bool | None = None) -> OptimalTrajectories:
+                         device=None, progress: bool | None = None, one_minus_gamma=None,
+                         residual=None) -> OptimalTrajectories:
     """Every optimal Analytic-DDPM trajectory for K = 2..K_max (default N) from one DP pass; see
-    :func:`optimal_trajectory`. ``result.trajectory(K)``, ``result.cost(K)``, ``result.trajectories()``."""
-    cost = _analytic_cost_from(schedule, gamma, dict(form=form, data_range=data_range, clip=clip))
+    :func:`optimal_trajectory` (``residual=``/``one_minus_gamma=`` likewise). ``result.trajectory(K)``,
+    ``result.cost(K)``, ``result.trajectories()``."""
+    cost = _analytic_cost_from(schedule, gamma, dict(form=form, data_range=data_range, clip=clip,
+                                                     one_minus_gamma=one_minus_gamma, residual=residual))
     return solve(cost, K_max=K_max, method=method, backend=backend, device=device, progress=progress)
 
 

@@ -104,17 +104,23 @@ def coefficient_table(
     data_range=(-1.0, 1.0),
     clip: bool = True,
     clip_sigma_pixel: float | None = None,
+    *,
+    one_minus_gamma=None,
+    residual=None,
 ) -> CoefficientTable:
-    """The sampler's coefficients along ``trajectory`` for one of the five methods, in float64.
+    """The sampler's coefficients along ``trajectory`` for one of the methods of
+    :data:`~analytic_dpm.variance.ALL_METHODS`, in float64.
 
     σ² comes from :func:`~analytic_dpm.variance.reverse_variances` (same ``method``, ``gamma``, ``eta``,
-    ``data_range``, ``clip``). Means (facts §3.3): DDPM family μ̃_{s|t} = coef_x0·x̂_0 + coef_xt·x_t
+    ``data_range``, ``clip``, ``one_minus_gamma``, ``residual``); the residual methods ('residual-ddpm',
+    'residual-ddim') have the means of their families and σ² = λ² + g²R_t. Means (facts §3.3): DDPM family μ̃_{s|t} = coef_x0·x̂_0 + coef_xt·x_t
     (:func:`~analytic_dpm.posterior.posterior_coefficients`); DDIM family μ = √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂.
     ``clip_sigma_pixel = y`` (P App. F.2) sets σ² = min(σ², (y·(2/255)·√(π/2))²) on the transition (τ_1, τ_2) only,
     the second one (k = 2); with K = 1 there is no such transition and nothing is clipped. The last transition
     (s = 0) gets coef_x0 = 1, coef_xt = coef_eps = 0 and σ² = 0: it outputs x̂_0.
     """
-    var = reverse_variances(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip)
+    var = reverse_variances(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
+                            one_minus_gamma=one_minus_gamma, residual=residual)
     data_range = _check_data_range(data_range)
     if not isinstance(clip, (bool, np.bool_)):
         raise TypeError(f"clip must be True or False; got {clip!r}.")
@@ -446,6 +452,9 @@ def sample(
     x_T=None,
     out=None,
     first_index: int = 0,
+    *,
+    one_minus_gamma=None,
+    residual=None,
 ):
     """Draw ``num_samples`` samples of ``shape`` by ancestral sampling along ``trajectory`` (P §4, mean of eq. 6 with
     σ² from Theorem 1 or a baseline): x_{τ_K} ~ N(0, I), then x_s = μ(x_t, ε̂_t(x_t)) + √σ²_{s|t} z for k = K..1.
@@ -453,7 +462,9 @@ def sample(
     * ``eps_model(x, n) -> ε̂``: x of shape (B, *shape), n a Python int; numpy in, numpy out (``backend='numpy'``,
       float64) or torch in, torch out (``backend='torch'``, on ``device``, ``dtype`` torch.float32 by default or
       torch.float64). Runs under ``torch.no_grad()``.
-    * ``method``, ``gamma``, ``eta``, ``data_range``, ``clip``, ``clip_sigma_pixel``: as in :func:`coefficient_table`.
+    * ``method``, ``gamma``, ``eta``, ``data_range``, ``clip``, ``clip_sigma_pixel``, ``one_minus_gamma``,
+      ``residual``: as in :func:`coefficient_table` (e.g. ``method='residual-ddpm', gamma=estimate`` takes R from a
+      :class:`~analytic_dpm.gamma.GammaEstimate`).
     * ``clip_x0=True`` clamps x̂_0 to ``data_range`` at every step, as the official code does for images. The default
       (None) does not clamp, because toy data are unbounded; pass ``clip_x0=True`` for images in [−1, 1].
     * Randomness: sample ``first_index + i`` takes x_{τ_K} and its noise from a stream fixed by (seed, index), so the
@@ -472,7 +483,7 @@ def sample(
     if not callable(eps_model):
         raise TypeError(f"eps_model must be callable as eps_model(x, n) -> eps_hat; got {type(eps_model).__name__}.")
     table = coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
-                              clip_sigma_pixel=clip_sigma_pixel)
+                              clip_sigma_pixel=clip_sigma_pixel, one_minus_gamma=one_minus_gamma, residual=residual)
     clamp = x0_clamp_range(clip_x0, table.data_range)
     num_samples = as_int("num_samples", num_samples, minimum=1, fix="Ask for at least one sample.")
     shape = check_sample_shape(shape)

@@ -2,7 +2,8 @@
 
 * :class:`GaussianData`: N(m, Σ) in any dimension; exact score, ε*, Γ, posterior, samples.
 * :class:`GaussianMixtureData`: exact score and ε* via responsibilities; Γ by quadrature (d <= 2) or Monte Carlo.
-* :class:`ImperfectEps`, :func:`exact_gamma_of_imperfect`: a scaled/biased ε-model with exactly known Γ̂.
+* :class:`ImperfectEps`, :func:`exact_gamma_of_imperfect`, :func:`exact_residual_of_imperfect`: a scaled/biased
+  ε-model with exactly known Γ̂ and residual R = E‖ε − ε̂‖²/d.
 * :func:`evaluate_exact`: the generated Gaussian, its Fréchet distance and the variational bound in closed form.
 """
 
@@ -14,11 +15,17 @@ from .exact import (
     frechet_distance_same_basis,
 )
 from .gaussian import ExactEpsModel, GaussianData, default_gaussian
-from .imperfect import ImperfectEps, exact_gamma_of_imperfect
+from .imperfect import (
+    ImperfectEps,
+    exact_gamma_of_imperfect,
+    exact_one_minus_gamma_of_imperfect,
+    exact_residual_of_imperfect,
+)
 from .mixture import QUADRATURE_RULES, GaussianMixtureData, default_mixture, standard_normal_rule
 
 __all__ = [
     "GaussianData", "GaussianMixtureData", "ExactEpsModel", "default_gaussian", "default_mixture",
-    "ImperfectEps", "exact_gamma_of_imperfect", "evaluate_exact", "ExactEvaluation", "exact_mean_bound",
+    "ImperfectEps", "exact_gamma_of_imperfect", "exact_residual_of_imperfect", "exact_one_minus_gamma_of_imperfect",
+    "evaluate_exact", "ExactEvaluation", "exact_mean_bound",
     "ExactMeanBound", "frechet_distance_same_basis", "standard_normal_rule", "QUADRATURE_RULES",
 ]

@@ -21,6 +21,17 @@ The variational bound (P eq. 4, decoder term left out), per dimension in nats, u
 E KL(q(x_s|x_t,x_0) ‖ p(x_s|x_t))/d = ½[λ²/σ² + c²v_t/σ² − 1 + log(σ²/λ²)], c = coef_x0, v_t = E tr Cov(x_0|x_t)/d
 (:func:`analytic_dpm.likelihood.exact_mean_transition_kl`). It is defined only if λ² > 0 on every transition with
 s >= 1; for DDIM with η = 0 it is reported as undefined (None with a reason), never as a number.
+
+An imperfect ε-model ``ImperfectEps(data.eps_model(schedule), scale, bias)`` (ε̂ = scale·ε* + bias) keeps every step
+affine and diagonal, x̂_0 = z/√ᾱ_t − √(β̄_t/ᾱ_t)(scale·ε*_t + bias) with ε*_{t,i} = √β̄_t(z_i − √ᾱ_t μ_i)/(ᾱ_tλ_i + β̄_t),
+so the generated distribution stays Gaussian and its Fréchet distance exact. The bound keeps the same form with the
+mean error in place of the posterior spread: E‖μ̃(x_t, x_0) − μ(x_t)‖²/d = c² E‖x_0 − x̂_0‖²/d = c²(β̄_t/ᾱ_t) R_t,
+R_t = E‖ε − ε̂_t‖²/d (exact, :func:`~analytic_dpm.toy.exact_residual_of_imperfect`), so
+E KL/d = ½[λ²/σ² + c²(β̄_t/ᾱ_t)R_t/σ² − 1 + log(σ²/λ²)], minimised over σ² by the residual variance λ² + g²R_t.
+
+Precision: the exact 1 − Γ_t is computed without cancellation (:meth:`GaussianData.one_minus_gamma`) and fed to
+the analytic methods as ``one_minus_gamma``, so σ² − λ² = g²(1 − Γ_t) keeps its digits at every t, including
+t = N of a cosine schedule where 1 − Γ_N ≈ 10⁻¹¹.
 """
 
 from __future__ import annotations
@@ -35,8 +46,9 @@ from ..likelihood import exact_mean_transition_kl, prior_kl_per_dim
 from ..posterior import family_of, posterior_coefficients
 from ..schedules import Schedule
 from ..trajectories import transitions, validate_trajectory
-from ..variance import ANALYTIC_METHODS, ReverseVariances, reverse_variances
-from .gaussian import GaussianData, _check_schedule
+from ..variance import ANALYTIC_METHODS, RESIDUAL_METHODS, ReverseVariances, reverse_variances
+from .gaussian import ExactEpsModel, GaussianData, _check_schedule
+from .imperfect import ImperfectEps
 from .mixture import GaussianMixtureData
 
 
@@ -55,7 +67,7 @@ class ExactMeanBound:
     variances: ReverseVariances
     prior_kl: float  #: E KL(q(x_{τ_K}|x_0) ‖ N(0, I))/d
     kl_terms: np.ndarray  #: per transition, nats per dimension
-    cov_x0: np.ndarray  #: v_t = E tr Cov(x_0|x_t)/d at each transition's t
+    cov_x0: np.ndarray  #: E‖x_0 − x̂_0(x_t)‖²/d at each t: v_t = E tr Cov(x_0|x_t)/d for ε*, (β̄_t/ᾱ_t)R_t otherwise
     coef_x0: np.ndarray  #: c = coef_x0 at each transition
     vb_nats_per_dim: float | None
     vb_undefined_reason: str | None
@@ -74,29 +86,56 @@ class ExactMeanBound:
         return self.variances.lambda_sq
 
 
-def _posterior_cov_and_gamma(data, schedule: Schedule, t: np.ndarray, need_gamma: bool):
-    """(v_t, Γ as a full (N+1,) array with values at t, or None) for GaussianData or a 1-D/2-D mixture."""
+def _exact_stats(data, schedule: Schedule, t: np.ndarray):
+    """(v_t, Γ_t, 1 − Γ_t) at the timesteps t for GaussianData or a 1-D/2-D mixture; 1 − Γ_t without cancellation."""
     if isinstance(data, GaussianData):
-        v = data.posterior_cov_trace_at(schedule, t)
-        if not need_gamma:
-            return v, None
-        g = np.full(schedule.N + 1, np.nan)
-        g[0] = 0.0
-        g[t] = data.gamma_at(schedule, t)
-        return v, g
+        return (data.posterior_cov_trace_at(schedule, t), data.gamma_at(schedule, t),
+                data.one_minus_gamma_at(schedule, t))
     if isinstance(data, GaussianMixtureData):
         g, c = data.references(schedule, t)
-        return c[t], (g if need_gamma else None)
+        return c[t], g[t], schedule.alpha_bar[t] / schedule.beta_bar[t] * c[t]
     raise TypeError(
         f"data must be GaussianData or GaussianMixtureData; got {type(data).__name__}. Build one with "
         "GaussianData(mean, cov) or toy.default_gaussian()."
     )
 
 
+def _check_eps_model(eps_model, data, schedule):
+    """(scale, bias array or float) of an ImperfectEps around this data's exact ε*, or (1.0, 0.0) for None/ε*."""
+    if eps_model is None:
+        return 1.0, 0.0
+    inner, scale, bias = eps_model, 1.0, 0.0
+    if isinstance(eps_model, ImperfectEps):
+        inner, scale, bias = eps_model.eps_model, eps_model.scale, eps_model.bias
+    if not (isinstance(inner, ExactEpsModel) and inner.data is data
+            and np.array_equal(inner.schedule.beta, schedule.beta)):
+        raise TypeError(
+            f"eps_model must be None (the exact ε*), data.eps_model(schedule) or ImperfectEps(data.eps_model("
+            f"schedule), scale, bias) for this data and schedule; got {eps_model!r}. Only these keep the generated "
+            "distribution Gaussian and the evaluation exact."
+        )
+    if np.ndim(bias) and np.size(bias) != data.dim:
+        raise ValueError(f"the ImperfectEps bias has {np.size(bias)} entries; the data have d = {data.dim}.")
+    return float(scale), (np.asarray(bias, dtype=np.float64).reshape(-1) if np.ndim(bias) else float(bias))
+
+
+def _full(N: int, t: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.full(N + 1, np.nan)
+    out[0] = 0.0
+    out[t] = values
+    return out
+
+
 def exact_mean_bound(data, schedule: Schedule, trajectory, method: str, eta: float = 0.0, gamma=None,
-                     clip: bool = True, data_range=None) -> ExactMeanBound:
+                     clip: bool = True, data_range=None, *, one_minus_gamma=None, residual=None,
+                     eps_model=None) -> ExactMeanBound:
     """The variational bound (decoder left out) of the reverse process with the exact mean E[x_0|x_t] and the
     variances of ``method`` along ``trajectory``, per dimension in nats (P eq. 4; Theorem 3 for analytic-ddpm).
+
+    ``eps_model``: None (the exact ε*) or ``ImperfectEps(data.eps_model(schedule), scale, bias)``; then the mean is
+    that model's and the bound exact for it (module docstring). Variances: analytic methods use, unless ``gamma`` or
+    ``one_minus_gamma`` is given, the model's exact 1 − Γ̂ (for ε*, 1 − Γ without cancellation); residual methods
+    use, unless ``residual`` is given, the model's exact R = E‖ε − ε̂‖²/d.
 
     ``data``: :class:`GaussianData` (exact) or a 1-D/2-D :class:`GaussianMixtureData` (quadrature references of Γ and
     E tr Cov(x_0|x_t)). σ² = ``reverse_variances(schedule, trajectory, method, gamma, eta, data_range, clip)``
@@ -108,13 +147,24 @@ def exact_mean_bound(data, schedule: Schedule, trajectory, method: str, eta: flo
     schedule = _check_schedule(schedule)
     traj = validate_trajectory(trajectory, schedule.N)
     s, t = transitions(traj)
-    need_gamma = method in ANALYTIC_METHODS and gamma is None
-    v_t, g_exact = _posterior_cov_and_gamma(data, schedule, t, need_gamma)
-    rv = reverse_variances(schedule, traj, method, gamma=g_exact if need_gamma else gamma, eta=eta,
-                           data_range=data_range, clip=clip)
+    v_t, g_t, omg_t = _exact_stats(data, schedule, t)
+    scale, bias = _check_eps_model(eps_model, data, schedule)
+    b2 = float(np.mean(np.square(bias)))
+    # the model's residual R_t = (1 − Γ_t) + (1 − scale)²Γ_t + ‖b‖²/d and its 1 − Γ̂_t (exact_residual_of_imperfect)
+    res_t = omg_t + (1.0 - scale) ** 2 * g_t + b2 if eps_model is not None else omg_t
+    omg_hat_t = omg_t - (scale**2 - 1.0) * g_t - b2 if eps_model is not None else omg_t
+    N = schedule.N
+    if method in ANALYTIC_METHODS and gamma is None and one_minus_gamma is None:
+        one_minus_gamma = _full(N, t, omg_hat_t)
+    elif method in RESIDUAL_METHODS and residual is None and gamma is None:
+        residual = _full(N, t, res_t)
+    rv = reverse_variances(schedule, traj, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
+                           one_minus_gamma=one_minus_gamma, residual=residual)
     family = family_of(method)
     c0, _, lam2 = posterior_coefficients(schedule, s, t, family, rv.eta)
-    kl = np.asarray(exact_mean_transition_kl(lam2, rv.sigma_sq, c0, v_t), dtype=np.float64)
+    # E‖x_0 − x̂_0(x_t)‖²/d: the posterior spread v_t for ε*, (β̄_t/ᾱ_t) R_t for an imperfect model
+    err_t = v_t if eps_model is None else schedule.beta_bar[t] / schedule.alpha_bar[t] * res_t
+    kl = np.asarray(exact_mean_transition_kl(lam2, rv.sigma_sq, c0, err_t), dtype=np.float64)
     inner = s >= 1
     kl[~inner] = np.nan
     prior = float(prior_kl_per_dim(schedule, int(traj[-1]), data.second_moment_per_dim()))
@@ -136,7 +186,7 @@ def exact_mean_bound(data, schedule: Schedule, trajectory, method: str, eta: flo
         )
     vb = None if reason is not None else prior + float(kl[inner].sum())
     return ExactMeanBound(
-        trajectory=traj, method=method, eta=rv.eta, variances=rv, prior_kl=prior, kl_terms=kl, cov_x0=v_t,
+        trajectory=traj, method=method, eta=rv.eta, variances=rv, prior_kl=prior, kl_terms=kl, cov_x0=err_t,
         coef_x0=np.asarray(c0, dtype=np.float64), vb_nats_per_dim=vb, vb_undefined_reason=reason,
     )
 
@@ -225,14 +275,16 @@ class ExactEvaluation:
 
 
 def evaluate_exact(data: GaussianData, schedule: Schedule, trajectory, method: str, eta: float = 0.0, gamma=None,
-                   clip: bool = True) -> ExactEvaluation:
+                   clip: bool = True, *, one_minus_gamma=None, residual=None, eps_model=None) -> ExactEvaluation:
     """Exact generated distribution, Fréchet distance and variational bound of the sampler on Gaussian data.
 
     The sampler starts from x_{τ_K} ~ N(0, I), takes x_s = coef_x0·E[x_0|x_t] + coef_xt·x_t + σ_{s|t}ξ on each transition
     and outputs the mean at s = 0 (module docstring). σ² comes from ``reverse_variances(schedule, trajectory, method,
     gamma, eta, data_range=None, clip)`` with the exact Γ unless ``gamma`` (shape (N+1,)) is given, e.g. an imperfect
-    Γ̂ from :func:`exact_gamma_of_imperfect`; the mean stays exact either way. Cost O(K·d) after the data's
-    eigendecomposition (d = 3072, K = 1000 takes well under a second).
+    Γ̂ from :func:`exact_gamma_of_imperfect`; the mean stays exact either way. ``eps_model`` =
+    ``ImperfectEps(data.eps_model(schedule), scale, bias)`` makes the mean that imperfect model's (still Gaussian and
+    exact, module docstring); ``one_minus_gamma``/``residual`` as in :func:`exact_mean_bound`. Cost O(K·d) after the
+    data's eigendecomposition (d = 3072, K = 1000 takes well under a second).
     """
     if isinstance(data, GaussianMixtureData):
         raise TypeError(
@@ -242,7 +294,13 @@ def evaluate_exact(data: GaussianData, schedule: Schedule, trajectory, method: s
     if not isinstance(data, GaussianData):
         raise TypeError(f"data must be GaussianData; got {type(data).__name__}.")
     schedule = _check_schedule(schedule)
-    bound = exact_mean_bound(data, schedule, trajectory, method, eta=eta, gamma=gamma, clip=clip)
+    bound = exact_mean_bound(data, schedule, trajectory, method, eta=eta, gamma=gamma, clip=clip,
+                             one_minus_gamma=one_minus_gamma, residual=residual, eps_model=eps_model)
+    scale, bias = _check_eps_model(eps_model, data, schedule)
+    if np.ndim(bias):
+        bias_eig = bias if data.is_diagonal else data.basis.T @ bias
+    else:
+        bias_eig = np.full(data.dim, bias) if data.is_diagonal else data.basis.T @ np.full(data.dim, bias)
     traj = bound.trajectory
     s, t = transitions(traj)
     c0, ct, _ = posterior_coefficients(schedule, s, t, family_of(method), bound.eta)
@@ -254,8 +312,12 @@ def evaluate_exact(data: GaussianData, schedule: Schedule, trajectory, method: s
         tk = int(t[k])
         ab, bb = schedule.alpha_bar[tk], schedule.beta_bar[tk]
         denom = ab * lam + bb
-        a = c0[k] * (math.sqrt(ab) * lam / denom) + ct[k]
-        b = c0[k] * mu * (bb / denom)
+        if eps_model is None:
+            a = c0[k] * (math.sqrt(ab) * lam / denom) + ct[k]
+            b = c0[k] * mu * (bb / denom)
+        else:  # x̂_0 = z/√ᾱ − √(β̄/ᾱ)(scale·ε* + bias), ε* = √β̄(z − √ᾱμ)/(ᾱλ + β̄)
+            a = c0[k] * ((ab * lam + (1.0 - scale) * bb) / (math.sqrt(ab) * denom)) + ct[k]
+            b = c0[k] * (scale * bb * mu / denom - math.sqrt(bb / ab) * bias_eig)
         z_mean = a * z_mean + b
         z_var = a * a * z_var
         if s[k] > 0:

@@ -476,6 +476,22 @@ class GaussianData(_ToyData):
         t = np.asarray(timesteps, dtype=np.int64)
         return self._per_timestep(schedule, t, lambda ab, bb, lam: bb / (ab * lam + bb))
 
+    def one_minus_gamma(self, schedule: Schedule) -> np.ndarray:
+        """Exact 1 − Γ_n = (1/d) Σ_i ᾱ_nλ_i/(ᾱ_nλ_i + β̄_n) = (ᾱ_n/β̄_n) E tr Cov(x_0|x_n)/d, computed without the
+        cancellation of 1 − Γ_n near Γ_n = 1 (every term is positive); shape (N+1,), index 0 = 0.0.
+
+        It is also the residual R_n = E‖ε − ε*_n(x_n)‖²/d of the exact predictor."""
+        schedule = _check_schedule(schedule)
+        out = np.zeros(schedule.N + 1)
+        out[1:] = self.one_minus_gamma_at(schedule, np.arange(1, schedule.N + 1))
+        return out
+
+    def one_minus_gamma_at(self, schedule: Schedule, timesteps) -> np.ndarray:
+        """Exact 1 − Γ_n at the given timesteps (an int array in 1..N), in their order."""
+        _check_schedule(schedule)
+        t = np.asarray(timesteps, dtype=np.int64)
+        return self._per_timestep(schedule, t, lambda ab, bb, lam: ab * lam / (ab * lam + bb))
+
     def posterior_cov_trace(self, schedule: Schedule) -> np.ndarray:
         """Exact E tr Cov(x_0|x_n)/d = (1/d) Σ_i λ_iβ̄_n/(ᾱ_nλ_i + β̄_n) (Lemma 11: = (β̄_n/ᾱ_n)(1 − Γ_n));
         shape (N+1,), index 0 = 0."""

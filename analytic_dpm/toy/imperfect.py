@@ -6,6 +6,12 @@ data it gives an ε-model whose Γ is known exactly:
     Γ̂_n = E‖scale·ε*_n + bias‖²/d = scale² Γ_n + ‖bias‖²/d,
 
 because the cross term 2·scale·E[ε*_n(x_n)]·bias/d vanishes: E[ε*_n(x_n)] = E[E[ε | x_n]] = E[ε] = 0 for any data.
+Its residual, the statistic of the network's own mean that the residual variance needs, is known exactly too:
+
+    R_n = E‖ε − scale·ε*_n − bias‖²/d = (1 − Γ_n) + (1 − scale)² Γ_n + ‖bias‖²/d,
+
+because ε − ε* is orthogonal to every function of x_n (E[ε − ε* | x_n] = 0) and E[ε] = E[ε*] = 0. With the exact
+1 − Γ_n (:meth:`GaussianData.one_minus_gamma`) every term is positive, so R_n keeps full precision where it is tiny.
 
 Why Theorem 2's clipping matters. Theorem 1 turns Γ̂ into σ̂² = λ² + g²(1 − Γ̂) with g = √(β̄_t/α_{t|s}) − √(β̄_s − λ²).
 For the exact predictor Γ ∈ [0, 1], so λ² ≤ σ*² ≤ λ² + g² (eq. 11). A scale > 1 (or any bias) inflates Γ̂; at large n,
@@ -105,4 +111,43 @@ def exact_gamma_of_imperfect(data, schedule: Schedule, scale: float = 1.0, bias=
     return out
 
 
-__all__ = ["ImperfectEps", "exact_gamma_of_imperfect"]
+def _reference_stats(data, schedule: Schedule):
+    """(Γ, 1 − Γ) of the exact predictor, (N+1,) each, 1 − Γ without cancellation."""
+    if isinstance(data, GaussianData):
+        return data.gamma(schedule), data.one_minus_gamma(schedule)
+    if hasattr(data, "references"):
+        gamma, cov = data.references(schedule)
+        omg = np.zeros(schedule.N + 1)
+        omg[1:] = schedule.alpha_bar[1:] / schedule.beta_bar[1:] * cov[1:]  # Lemma 11: 1 − Γ = (ᾱ/β̄) E tr Cov/d
+        return gamma, omg
+    raise TypeError(
+        f"data must be GaussianData or GaussianMixtureData; got {type(data).__name__}. For other data estimate R by "
+        "Monte Carlo with estimate_gamma (GammaEstimate.residual)."
+    )
+
+
+def exact_residual_of_imperfect(data, schedule: Schedule, scale: float = 1.0, bias=0.0) -> np.ndarray:
+    """R_n = E‖ε − (scale·ε*_n(x_n) + bias)‖²/d = (1 − Γ_n) + (1 − scale)²Γ_n + ‖bias‖²/d exactly (shape (N+1,),
+    R_0 = 0): the residual of :class:`ImperfectEps` around the exact ε* (module docstring). scale = 1, bias = 0 gives
+    1 − Γ_n. ``data``: :class:`GaussianData` or a 1-D/2-D :class:`GaussianMixtureData` (quadrature references)."""
+    schedule = _check_schedule(schedule)
+    wrapper = ImperfectEps(lambda x, n: x, scale, bias)
+    gamma, omg = _reference_stats(data, schedule)
+    out = omg + (1.0 - wrapper.scale) ** 2 * gamma + wrapper.bias_sq_per_dim(data.dim)
+    out[0] = 0.0
+    return out
+
+
+def exact_one_minus_gamma_of_imperfect(data, schedule: Schedule, scale: float = 1.0, bias=0.0) -> np.ndarray:
+    """1 − Γ̂_n for Γ̂ of :func:`exact_gamma_of_imperfect`, as (1 − Γ_n) − (scale² − 1)Γ_n − ‖bias‖²/d, so that the
+    exact predictor's 1 − Γ_n keeps its digits (negative where Γ̂_n > 1); shape (N+1,), index 0 = 0.0."""
+    schedule = _check_schedule(schedule)
+    wrapper = ImperfectEps(lambda x, n: x, scale, bias)
+    gamma, omg = _reference_stats(data, schedule)
+    out = omg - (wrapper.scale**2 - 1.0) * gamma - wrapper.bias_sq_per_dim(data.dim)
+    out[0] = 0.0
+    return out
+
+
+__all__ = ["ImperfectEps", "exact_gamma_of_imperfect", "exact_residual_of_imperfect",
+           "exact_one_minus_gamma_of_imperfect"]
