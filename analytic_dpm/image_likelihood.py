@@ -43,7 +43,9 @@ from .likelihood import gaussian_kl, prior_kl_per_dim
 from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
 from .trajectories import validate_trajectory
-from .variance import METHODS, ReverseVariances, handcrafted_sigma_sq, reverse_variances, sigma_sq_opt, theorem2_bounds
+from .posterior import gap as _gap
+from .variance import (ALL_METHODS, RESIDUAL_METHODS, ReverseVariances, handcrafted_sigma_sq, reverse_variances,
+                       theorem2_bounds)
 
 #: Bin width of 8-bit data scaled to [−1, 1]: neighbouring values u/127.5 − 1 are 2/255 apart.
 BIN_WIDTH = 2.0 / 255.0
@@ -659,17 +661,22 @@ class BoundStatistics:
     def num_images(self) -> int:
         return int(self.x0_sq.shape[0])
 
-    def variances(self, method: str, *, gamma=None, eta: float = 0.0, clip: bool = True) -> ReverseVariances:
+    def variances(self, method: str, *, gamma=None, eta: float = 0.0, clip: bool = True, one_minus_gamma=None,
+                  residual=None) -> ReverseVariances:
         """σ² along the trajectory for ``method`` (reverse_variances with this pass's data_range), checked to give a
         defined bound."""
         rv = reverse_variances(self.schedule, self.trajectory, method, gamma=gamma, eta=eta,
-                               data_range=self.data_range, clip=clip)
+                               data_range=self.data_range, clip=clip, one_minus_gamma=one_minus_gamma,
+                               residual=residual)
         _check_defined(rv, method)
         return rv
 
-    def bound(self, method: str, *, gamma=None, eta: float = 0.0, clip: bool = True) -> VariationalBound:
-        """The :class:`VariationalBound` of ``method`` from these sums (no network calls)."""
-        rv = self.variances(method, gamma=gamma, eta=eta, clip=clip)
+    def bound(self, method: str, *, gamma=None, eta: float = 0.0, clip: bool = True, one_minus_gamma=None,
+              residual=None) -> VariationalBound:
+        """The :class:`VariationalBound` of ``method`` from these sums (no network calls); ``residual`` (or a
+        GammaEstimate as ``gamma``) for the residual methods, ``one_minus_gamma`` as in reverse_variances."""
+        rv = self.variances(method, gamma=gamma, eta=eta, clip=clip, one_minus_gamma=one_minus_gamma,
+                            residual=residual)
         s, t = rv.s, rv.t
         M, K = self.num_images, rv.K
         terms = np.empty((M, K))
@@ -736,10 +743,11 @@ def _collect(eps_model, schedule, traj, x, backend, dev, dtype, data_range, clam
 def variational_bounds(eps_model, schedule: Schedule, trajectory, methods, x0, *, gamma=None, eta: float = 0.0,
                        data_range=(-1.0, 1.0), clip: bool = True, clamp_x0: bool = True, seed: int = 0,
                        batch_size: int = 128, decoder_var=None, cdf: str = "exact", bin_width: float = BIN_WIDTH,
-                       first_index: int = 0, device=None, progress: bool | None = None) -> dict:
+                       first_index: int = 0, device=None, progress: bool | None = None, residual=None) -> dict:
     """:func:`variational_bound` for several methods on one set of network calls: {method: VariationalBound}.
 
-    ``gamma`` serves the analytic methods and ``eta`` every method (so mix DDPM-family methods with η = 0 only;
+    ``gamma`` serves the analytic methods (and, as a GammaEstimate, supplies R to the residual methods unless
+    ``residual`` is given), and ``eta`` every method (so mix DDPM-family methods with η = 0 only;
     for other mixes use :func:`collect_bound_statistics` and ``stats.bound(...)``). Every method is validated before
     the first network call.
     """
@@ -751,28 +759,35 @@ def variational_bounds(eps_model, schedule: Schedule, trajectory, methods, x0, *
     seed, batch_size, first_index, bin_width, clamp_x0, data_range = _check_common(
         eps_model, schedule, seed, batch_size, first_index, progress, cdf, bin_width, clamp_x0, data_range)
     traj = validate_trajectory(trajectory, schedule.N)
+    def stat_kw(m):
+        if m in RESIDUAL_METHODS:
+            return {"gamma": gamma if residual is None else None, "residual": residual}
+        return {"gamma": gamma}
+
     for m in methods:
-        choice("method", m, METHODS)
-        rv = reverse_variances(schedule, traj, m, gamma=gamma, eta=eta, data_range=data_range, clip=clip)
+        choice("method", m, ALL_METHODS)
+        rv = reverse_variances(schedule, traj, m, eta=eta, data_range=data_range, clip=clip, **stat_kw(m))
         _check_defined(rv, m)
     x, backend, dev, dtype = _check_x0(x0, data_range, device)
     dec_var = _check_decoder_var(decoder_var, schedule, [int(traj[1])])
     stats = _collect(eps_model, schedule, traj, x, backend, dev, dtype, data_range, clamp_x0, seed, batch_size,
                      dec_var, cdf, bin_width, first_index, progress)
-    return {m: stats.bound(m, gamma=gamma, eta=eta, clip=clip) for m in methods}
+    return {m: stats.bound(m, eta=eta, clip=clip, **stat_kw(m)) for m in methods}
 
 
 def variational_bound(eps_model, schedule: Schedule, trajectory, method: str, x0, *, gamma=None, eta: float = 0.0,
                       data_range=(-1.0, 1.0), clip: bool = True, clamp_x0: bool = True, seed: int = 0,
                       batch_size: int = 128, decoder_var=None, cdf: str = "exact", bin_width: float = BIN_WIDTH,
-                      first_index: int = 0, device=None, progress: bool | None = None) -> VariationalBound:
+                      first_index: int = 0, device=None, progress: bool | None = None,
+                      residual=None) -> VariationalBound:
     """The variational bound L_vb (P eq. 4) of 8-bit images ``x0`` along ``trajectory`` for one method, in nats and
     bits/dim, with a per-term breakdown: L = prior KL + Σ_{s>=1} KL(q(x_s|x_t, x_0) ‖ p(x_s|x_t)) − log p(x_0|x_{τ_1}).
 
     * ``eps_model(x, n) -> ε̂``: numpy in, numpy out (``x0`` a numpy array, float64), or torch in, torch out (``x0`` a
       tensor or ``device`` given; the model gets x_t in float32 when the data are float32, else float64, on the data's
       device or ``device``). Runs under ``torch.no_grad()``. K model calls per image.
-    * ``method``: 'ddpm-large', 'ddpm-small', 'analytic-ddpm' (needs ``gamma``), or the DDIM family with ``eta`` > 0
+    * ``method``: 'ddpm-large', 'ddpm-small', 'analytic-ddpm' (needs ``gamma``), 'residual-ddpm' (needs ``residual``
+      R = E‖ε − ε̂‖²/d, or a GammaEstimate as ``gamma``), or the DDIM family with ``eta`` > 0
       (the bound of the generalised forward process with λ² = η²β̃); DDIM with η = 0 has λ² = 0 and an undefined
       bound: ValueError. σ² = reverse_variances(schedule, trajectory, method, gamma, eta, data_range, ``clip``):
       Theorem 2's clip for analytic variances, never the sampling-only pixel clip.
@@ -788,21 +803,22 @@ def variational_bound(eps_model, schedule: Schedule, trajectory, method: str, x0
 
     Returns a :class:`VariationalBound` (``.bits_per_dim``, ``.total_nats``, ``.breakdown()``, ...).
     """
-    choice("method", method, METHODS)
+    choice("method", method, ALL_METHODS)
     return variational_bounds(eps_model, schedule, trajectory, [method], x0, gamma=gamma, eta=eta,
                               data_range=data_range, clip=clip, clamp_x0=clamp_x0, seed=seed, batch_size=batch_size,
                               decoder_var=decoder_var, cdf=cdf, bin_width=bin_width, first_index=first_index,
-                              device=device, progress=progress)[method]
+                              device=device, progress=progress, residual=residual)[method]
 
 
 # ======================================================================================== cost matrix F[s, t]
-def _pair_variances(schedule: Schedule, s, t, method: str, gamma_t, eta: float, data_range, clip: bool):
-    """σ²_{s|t} for arrays of pairs, exactly as reverse_variances computes it on a trajectory (Γ already checked)."""
+def _pair_variances(schedule: Schedule, s, t, method: str, factor_t, eta: float, data_range, clip: bool):
+    """σ²_{s|t} for arrays of pairs, exactly as reverse_variances computes it on a trajectory (inputs already checked):
+    λ² + g²·factor_t with factor_t = 1 − Γ_t (analytic, clipped by Theorem 2 when ``clip``) or R_t (residual)."""
     family = family_of(method)
-    if method in ("analytic-ddpm", "analytic-ddim"):
+    if method in ("analytic-ddpm", "analytic-ddim") or method in RESIDUAL_METHODS:
         lam2, ub11, ub12 = theorem2_bounds(schedule, s, t, family, eta, data_range)
-        raw = sigma_sq_opt(schedule, s, t, gamma_t, family, eta)
-        return np.clip(raw, lam2, np.minimum(ub11, ub12)) if clip else raw
+        raw = lam2 + _gap(schedule, s, t, family, eta) ** 2 * factor_t
+        return np.clip(raw, lam2, np.minimum(ub11, ub12)) if clip and method not in RESIDUAL_METHODS else raw
     return handcrafted_sigma_sq(schedule, s, t, method, eta)
 
 
@@ -850,11 +866,14 @@ class BaselineCostMatrix:
     def path_bits_per_dim(self, trajectory) -> float:
         return self.path_nats(trajectory) / (self.dim * _LN2)
 
-    def with_method(self, method: str, *, gamma=None, eta: float = 0.0, clip: bool = True) -> "BaselineCostMatrix":
-        """The same Monte Carlo statistics priced with another method's σ² (no network calls)."""
+    def with_method(self, method: str, *, gamma=None, eta: float = 0.0, clip: bool = True, one_minus_gamma=None,
+                    residual=None) -> "BaselineCostMatrix":
+        """The same Monte Carlo statistics priced with another method's σ² (no network calls); ``residual`` (or a
+        GammaEstimate as ``gamma``) for the residual methods."""
         st = self._stats
         return _assemble(st["schedule"], method, gamma, eta, clip, st["data_range"], self.timesteps, st, self.dim,
-                         self.num_images, self.decoder_var, self.config)
+                         self.num_images, self.decoder_var, self.config,
+                         dict(one_minus_gamma=one_minus_gamma, residual=residual))
 
     def __repr__(self) -> str:
         return (f"BaselineCostMatrix({self.method}, N={self.N}, {self.timesteps.size} timesteps, "
@@ -875,16 +894,17 @@ def _check_grid(timesteps, N: int) -> np.ndarray:
     return np.unique(np.concatenate([arr.astype(np.int64), [N]]))
 
 
-def _assemble(schedule, method, gamma, eta, clip, data_range, grid, st, dim, M, dec_var, config):
-    choice("method", method, METHODS)
+def _assemble(schedule, method, gamma, eta, clip, data_range, grid, st, dim, M, dec_var, config, stats_kw=None):
+    choice("method", method, ALL_METHODS)
     N = schedule.N
     family = family_of(method)
-    # reverse_variances on the whole grid validates method/eta/gamma once and gives the Γ it uses (clipped to [0, 1])
+    # reverse_variances on the whole grid validates method/eta/gamma once and gives the factor of g² it uses:
+    # 1 − Γ_t (Γ clipped to [0, 1]) for the analytic methods, R_t for the residual ones
     rv = reverse_variances(schedule, np.concatenate([[0], grid]), method, gamma=gamma, eta=eta,
-                           data_range=data_range, clip=clip)
+                           data_range=data_range, clip=clip, **(stats_kw or {}))
     _check_defined(rv, method)
     gamma_used = np.full(N + 1, np.nan)
-    gamma_used[rv.t] = rv.gamma
+    gamma_used[rv.t] = rv.residual if method in RESIDUAL_METHODS else rv.one_minus_gamma
     F = np.full((N + 1, N + 1), np.inf)
     F_se = np.full((N + 1, N + 1), np.nan)
     sig = np.full((N + 1, N + 1), np.nan)
@@ -945,7 +965,7 @@ def baseline_cost_matrix(eps_model, schedule: Schedule, x0, method: str = "ddpm-
     grid ``result.path_nats(trajectory)`` equals ``variational_bound(...).nats`` up to rounding. ``with_method``
     reprices the same statistics for another method. Other arguments as in :func:`variational_bound`.
     """
-    choice("method", method, METHODS)
+    choice("method", method, ALL_METHODS)
     seed, batch_size, first_index, bin_width, clamp_x0, data_range = _check_common(
         eps_model, schedule, seed, batch_size, first_index, progress, cdf, bin_width, clamp_x0, data_range)
     N = schedule.N

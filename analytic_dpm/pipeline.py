@@ -9,8 +9,14 @@ offline (scikit-learn digits, Fashion-MNIST from the Debian package ``dataset-fa
   the network's mean error. The row "OT(Γ only)" is the paper's DP over J(s, t) from Γ alone (Theorem 3), which
   assumes the optimal mean: with an imperfect network, where Γ̂_t ≥ 1 it prices any jump into t at zero and can
   pick a trajectory with a far worse bound — the failure the official code avoids with an undocumented split.
-* Table 2 analogue: the Fréchet distance of samples from the five methods, measured with the offline stand-in
-  feature extractor "FD-LeNet" (a small classifier trained on the same data). It is never called FID.
+* The network's actual mean: the rows "residual-ddpm" use σ² = λ² + g²R̂_t with R̂_t = E‖ε − ε̂_t‖²/d estimated from
+  the same network calls as Γ̂ (``theory`` entry ``residual-variance``); "OT(R only) residual-ddpm" is the exact DP
+  over J = log(1 + g²R̂_t/λ²), which needs no bound matrix, and "OT residual-ddpm" the bound-matrix OT priced with
+  the residual variance. R̂ is measured on the raw ε̂; the sampler and the bound clamp x̂_0, which can only shrink
+  the mean error, so the residual variance is then slightly conservative.
+* Table 2 analogue: the Fréchet distance of samples from the five methods and the two residual methods, measured
+  with the offline stand-in feature extractor "FD-LeNet" (a small classifier trained on the same data). It is never
+  called FID.
 
 Every long stage can be interrupted and resumed: training keeps checkpoints, Γ a checkpoint of its running sums,
 each sampling run an incremental ``.npy``. Outputs go to ``out_dir``: ``results.json`` (all numbers, configuration,
@@ -34,14 +40,17 @@ import numpy as np
 from .data import box_downsample, load_digits, load_fashion_mnist, split_dataset
 from .gamma import GammaEstimate, estimate_gamma
 from .image_likelihood import baseline_cost_matrix, collect_bound_statistics, variational_bound
+from .models.training import read_model_file
 from .optimal_trajectory import optimal_trajectories, optimal_trajectories_from_costs
 from .pretrained_eval import sample_fd_table
 from .schedules import Schedule
 from .trajectories import even_trajectory
-from .variance import METHODS
+from .variance import METHODS, RESIDUAL_METHODS
 
 LN2 = math.log(2.0)
-DDPM_FAMILY = ("ddpm-large", "ddpm-small", "analytic-ddpm")
+DDPM_FAMILY = ("ddpm-large", "ddpm-small", "analytic-ddpm", "residual-ddpm")
+#: the sampling methods of Table 2: the paper's five and the residual variances for the network's own mean
+FD_METHODS = METHODS + RESIDUAL_METHODS
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,30 @@ def _md_table(header, rows) -> str:
     return "\n".join(out) + "\n"
 
 
+def _finished_model(path: pathlib.Path, ucfg, config):
+    """(EMA network, training summary) from a model.pt written by an earlier run with this network configuration and
+    number of training steps, else None."""
+    if not path.exists():
+        return None
+    from .models import load_model
+
+    obj = read_model_file(path)
+    meta = obj.get("metadata") or {}
+    stored = obj.get("config") or {}
+    want = json.loads(json.dumps(dataclasses.asdict(ucfg)))
+    if stored != want or meta.get("steps") != config.train_steps or meta.get("dataset") != config.dataset:
+        raise ValueError(
+            f"{path} was trained with another configuration (network {stored}, {meta.get('steps')} steps on "
+            f"{meta.get('dataset')!r}); this run asks for {want}, {config.train_steps} steps on {config.dataset!r}. "
+            "Delete it (and the checkpoints folder) to retrain, or use another out_dir."
+        )
+    loss = meta.get("final_loss")
+    old = path.parent / "results.json"
+    if loss is None and old.exists():  # models saved before the loss was stored: the earlier run's summary
+        loss = json.loads(old.read_text()).get("train", {}).get("final_loss")
+    return load_model(path), {"steps": int(meta["steps"]), "final_loss": loss}
+
+
 def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir="image_out", device=None,
                          progress: bool | None = None, log=print) -> dict:
     """Train → Γ → bounds (ET and OT) → samples → FD-LeNet; returns the results dictionary (also saved as JSON)."""
@@ -162,26 +195,38 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
     shape = train_set.shape
     log(f"[{config.dataset}] {len(train_set)} training and {len(test_set)} test images of shape {shape}; {sched}")
 
-    # 1. train (resumable)
+    # 1. train (resumable); a finished model.pt of the same configuration is reused (its training summary with it)
     t0 = time.perf_counter()
     ucfg = UNetConfig(**{**config.unet, "channels": shape[0], "image_size": shape[1]})
-    torch.manual_seed(config.seed)
-    net = UNet(ucfg)
-    res = train(net, train_set, sched, steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
-                ema_decay=config.ema_decay, warmup=config.warmup, seed=config.seed, checkpoint_dir=out / "checkpoints",
-                checkpoint_every=500, device=device, progress=progress)
-    save_model(res.ema, out / "model.pt", ucfg, metadata={"dataset": config.dataset, "steps": res.step})
+    model_path = out / "model.pt"
+    previous = _finished_model(model_path, ucfg, config)
+    if previous is not None:
+        ema, train_summary = previous
+        log(f"  reusing the trained network {model_path} ({train_summary['steps']} steps); delete it to retrain")
+    else:
+        torch.manual_seed(config.seed)
+        net = UNet(ucfg)
+        res = train(net, train_set, sched, steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
+                    ema_decay=config.ema_decay, warmup=config.warmup, seed=config.seed,
+                    checkpoint_dir=out / "checkpoints", checkpoint_every=500, device=device, progress=progress)
+        train_summary = {"steps": res.step, "final_loss": float(np.mean(res.losses[-100:]))}
+        save_model(res.ema, model_path, ucfg, metadata={"dataset": config.dataset, "steps": res.step,
+                                                         "final_loss": train_summary["final_loss"],
+                                                         "config": config.to_dict()})
+        ema = res.ema
+        log(f"  trained {res.step} steps (final loss {train_summary['final_loss']:.4f}) in "
+            f"{time.perf_counter() - t0:.0f} s")
     walls["train"] = time.perf_counter() - t0
-    final_loss = float(np.mean(res.losses[-100:]))
-    log(f"  trained {res.step} steps (final loss {final_loss:.4f}) in {walls['train']:.0f} s")
-    eps = TorchEpsModel(res.ema, timestep_map="n", schedule=sched, batch_size=config.batch_eval)
+    eps = TorchEpsModel(ema, timestep_map="n", schedule=sched, batch_size=config.batch_eval)
 
     # 2. Γ by Monte Carlo on training images (resumable)
     t0 = time.perf_counter()
     gamma_path = out / "gamma.npz"
-    if gamma_path.exists():
-        est = GammaEstimate.load(gamma_path)
-    else:
+    est = GammaEstimate.load(gamma_path) if gamma_path.exists() else None
+    if est is not None and est.residual is None:
+        log(f"  {gamma_path} has no residual R̂ (saved by an older version): re-estimating (same seeds, same Γ̂)")
+        est = None
+    if est is None:
         est = estimate_gamma(eps, sched, train_set.images[: config.gamma_samples], num_samples=config.gamma_samples,
                              batch_size=config.batch_eval, seed=config.seed, checkpoint=out / "gamma.ckpt.npz",
                              progress=progress)
@@ -189,13 +234,16 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
     gamma = est.gamma
     walls["gamma"] = time.perf_counter() - t0
     log(f"  Γ from M = {est.num_samples} images at {sched.N} timesteps in {walls['gamma']:.0f} s "
-        f"(Γ̂ > 1 at {int(np.sum(gamma[1:] > 1))} timesteps)")
+        f"(Γ̂ > 1 at {int(np.sum(gamma[1:] > 1))} timesteps; direct 1 − Γ̂ < 0 at "
+        f"{int(np.sum(est.one_minus_gamma[1:] < 0))}; R̂ in [{np.min(est.residual[1:]):.3g}, "
+        f"{np.max(est.residual[1:]):.3g}])")
 
     # 3. Table 1 analogue: bits/dim on held-out images
     t0 = time.perf_counter()
     x_nll = test_set.images[: config.nll_images]
     nll = {f"ET {m}": {} for m in DDPM_FAMILY}
-    nll.update({"OT ddpm-large": {}, "OT analytic-ddpm": {}, "OT(Γ only) analytic-ddpm": {}})
+    nll.update({"OT ddpm-large": {}, "OT analytic-ddpm": {}, "OT(Γ only) analytic-ddpm": {},
+                "OT residual-ddpm": {}, "OT(R only) residual-ddpm": {}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # Γ̂ outside [0, 1] is clipped; counted above
         # The bound's terms estimated on training images (facts file §4.4), priced for σ² = β and for the analytic
@@ -207,14 +255,22 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
         ot_an = optimal_trajectories_from_costs(F_an.F, K_max=max(config.Ks), progress=False)
         # The paper's DP over J(s, t) from Γ alone assumes the optimal mean (Theorem 3); shown for comparison.
         ot_gamma = optimal_trajectories(sched, gamma, K_max=max(config.Ks), progress=False)
+        # The same exact DP on the residual R̂ of the network's own mean: no bound matrix needed
+        ot_res = optimal_trajectories(sched, None, K_max=max(config.Ks), residual=est.residual, progress=False)
+        ot_res_F = optimal_trajectories_from_costs(F.with_method("residual-ddpm", gamma=est).F, K_max=max(config.Ks),
+                                                   progress=False)
         for K in config.Ks:
             stats = collect_bound_statistics(eps, sched, even_trajectory(sched.N, K), x_nll, seed=config.seed,
                                              batch_size=config.batch_eval, progress=False)
             for m in DDPM_FAMILY:
-                nll[f"ET {m}"][K] = stats.bound(m, gamma=gamma if m.startswith("analytic") else None).bits_per_dim
-            for label, ot in (("OT analytic-ddpm", ot_an), ("OT(Γ only) analytic-ddpm", ot_gamma)):
+                nll[f"ET {m}"][K] = stats.bound(m, gamma=est if m in ("analytic-ddpm", "residual-ddpm")
+                                                else None).bits_per_dim
+            for label, ot, m in (("OT analytic-ddpm", ot_an, "analytic-ddpm"),
+                                 ("OT(Γ only) analytic-ddpm", ot_gamma, "analytic-ddpm"),
+                                 ("OT residual-ddpm", ot_res_F, "residual-ddpm"),
+                                 ("OT(R only) residual-ddpm", ot_res, "residual-ddpm")):
                 nll[label][K] = variational_bound(
-                    eps, sched, ot.trajectory(K), "analytic-ddpm", x_nll, gamma=gamma, seed=config.seed,
+                    eps, sched, ot.trajectory(K), m, x_nll, gamma=est, seed=config.seed,
                     batch_size=config.batch_eval).bits_per_dim
             nll["OT ddpm-large"][K] = variational_bound(
                 eps, sched, ot_base.trajectory(K), "ddpm-large", x_nll, seed=config.seed,
@@ -243,7 +299,7 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fd = sample_fd_table(eps, sched, gamma, METHODS, config.Ks, num_samples=config.fd_samples, shape=shape,
+        fd = sample_fd_table(eps, sched, est, FD_METHODS, config.Ks, num_samples=config.fd_samples, shape=shape,
                              stats_of=lambda x: FeatureStatistics.from_features(features(x)), reference=ref,
                              samples_dir=out / "samples", seed=config.seed, batch_size=config.batch_eval,
                              device=device, progress=False, on_result=save_grids)
@@ -254,8 +310,11 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
 
     results = {
         "preset": preset, "config": config.to_dict(), "schedule": str(sched),
-        "train": {"steps": res.step, "final_loss": final_loss},
-        "gamma": {"M": est.num_samples, "above_one": int(np.sum(gamma[1:] > 1))},
+        "train": train_summary,
+        "gamma": {"M": est.num_samples, "above_one": int(np.sum(gamma[1:] > 1)),
+                  "one_minus_gamma_direct_below_zero": int(np.sum(est.one_minus_gamma[1:] < 0)),
+                  "residual_min": float(np.min(est.residual[1:])), "residual_max": float(np.max(est.residual[1:])),
+                  "residual_above_theorem2_eq11": int(np.sum(est.residual[1:] > 1))},
         "nll_bits_per_dim": {k: {str(K): v for K, v in d.items()} for k, d in nll.items()},
         "fd_lenet": {k: {str(K): v for K, v in d.items()} for k, d in fd.items()},
         "fd_lenet_floor": floor, "lenet_test_accuracy": clf.test_accuracy,

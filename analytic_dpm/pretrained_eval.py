@@ -34,7 +34,8 @@ from .variance import METHODS
 DDPM_FAMILY = ("ddpm-small", "ddpm-large", "analytic-ddpm")
 #: The paper's sampling-only clip of σ² on the step into τ_1 (P App. F.2, facts §3.4): y per method, None for no
 #: clip; as in the official run scripts, applied to σ² = β and the analytic methods, not to σ² = β̃ and DDIM.
-CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None, "ddim": None}
+CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None, "ddim": None,
+                    "residual-ddpm": 1.0, "residual-ddim": 1.0}
 
 
 def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_samples: int, shape, stats_of,
@@ -44,7 +45,8 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
     clipped per :data:`CLIP_SIGMA_PIXEL` updated by ``clip_sigma_pixel``, per-sample seeds), written to and resumed
     from ``samples_dir/<method>_K<K>.npy``, scored by ``frechet_distance(reference, stats_of(x))``.
 
-    ``stats_of(x) -> FeatureStatistics`` extracts the features; ``reference`` is a FeatureStatistics or a (μ, Σ)
+    ``gamma``: a Γ array, or a :class:`~analytic_dpm.gamma.GammaEstimate` (needed for the residual methods, which
+    take its ``residual``). ``stats_of(x) -> FeatureStatistics`` extracts the features; ``reference`` is a FeatureStatistics or a (μ, Σ)
     pair. ``on_result(method, K, x, distance)`` is called after each score, with the float32 samples. Returns
     {method: {K: distance}}.
     """
@@ -56,7 +58,8 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
         fd[m] = {}
         for K in Ks:
             x = sample(eps_model, schedule, even_trajectory(schedule.N, K), m, num_samples=num_samples, shape=shape,
-                       gamma=gamma if m.startswith("analytic") else None, clip_x0=True, clip_sigma_pixel=clip[m],
+                       gamma=gamma if m.startswith(("analytic", "residual")) else None, clip_x0=True,
+                       clip_sigma_pixel=clip[m],
                        seed=seed, batch_size=batch_size, backend="torch", device=device, progress=progress,
                        out=pathlib.Path(samples_dir) / f"{m}_K{K}.npy")
             x = np.asarray(x, dtype=np.float32)

@@ -32,11 +32,33 @@ def test_bounds_finite_and_analytic_beats_baselines_at_K10(digits_run):
     assert nll["ET analytic-ddpm"]["10"] <= nll["ET ddpm-small"]["10"]
     # the estimated-bound OT is no worse than ET for the same variance (up to Monte Carlo noise between image sets)
     assert nll["OT ddpm-large"]["10"] <= nll["ET ddpm-large"]["10"]
+    # the residual rows: the OT from R̂ alone (no bound matrix) is finite and beats the even trajectory, unlike the
+    # OT from Γ̂ alone, which prices jumps into Γ̂ >= 1 as free
+    assert nll["OT(R only) residual-ddpm"]["10"] < nll["ET residual-ddpm"]["10"]
+    assert nll["OT(R only) residual-ddpm"]["10"] < nll["OT(Γ only) analytic-ddpm"]["10"]
+    assert res["gamma"]["residual_min"] > 0
+
+
+def test_finished_model_is_reused_only_for_its_configuration(digits_run):
+    import dataclasses
+
+    from analytic_dpm.models import UNetConfig
+    from analytic_dpm.pipeline import PRESETS, _finished_model
+
+    _, out = digits_run
+    cfg = PRESETS["digits-ci"]
+    ucfg = UNetConfig(**{**cfg.unet, "channels": 1, "image_size": 8})
+    net, summary = _finished_model(out / "model.pt", ucfg, cfg)
+    assert summary["steps"] == cfg.train_steps and summary["final_loss"] > 0
+    with pytest.raises(ValueError, match="another configuration.*Delete it"):
+        _finished_model(out / "model.pt", ucfg, dataclasses.replace(cfg, train_steps=cfg.train_steps + 1))
+    assert _finished_model(out / "missing.pt", ucfg, cfg) is None
 
 
 def test_fd_lenet_for_every_method(digits_run):
     res, _ = digits_run
-    assert set(res["fd_lenet"]) == {"ddpm-large", "ddpm-small", "analytic-ddpm", "ddim", "analytic-ddim"}
+    assert set(res["fd_lenet"]) == {"ddpm-large", "ddpm-small", "analytic-ddpm", "ddim", "analytic-ddim",
+                                    "residual-ddpm", "residual-ddim"}
     for row in res["fd_lenet"].values():
         assert all(math.isfinite(v) and v >= 0 for v in row.values())
     assert res["lenet_test_accuracy"] > 0.9

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 import analytic_dpm as adpm
 import theory
 from analytic_dpm import likelihood
-from analytic_dpm.gamma import gamma_from_mean_sq_score
+from analytic_dpm.gamma import estimate_gamma, gamma_from_mean_sq_score
 from analytic_dpm.sampling import coefficient_table
-from analytic_dpm.toy import GaussianData, GaussianMixtureData, default_mixture
+from analytic_dpm.toy import (GaussianData, GaussianMixtureData, ImperfectEps, default_mixture,
+                              exact_one_minus_gamma_of_imperfect, exact_residual_of_imperfect)
 
 # the package attribute `optimal_trajectory` is the function; the module is reached through importlib
 ot = importlib.import_module("analytic_dpm.optimal_trajectory")
@@ -429,6 +430,202 @@ def test_corollary4_cost_matches_library(st_pair, g):
     for path in ([0, 1, N], sorted({0, 1, s, t, N})):
         diff = ot.trajectory_cost(FJ, np.array(path)) - ot.trajectory_cost(F4, np.array(path))
         close(diff, const, rel=1e-10, abs_tol=1e-13 * len(path), what=f"telescoping on {path}")
+
+
+# ---------------------------------------------------------------------------------------------------- residual variance
+residual_value = st.floats(0.0, 10.0)
+
+
+def _last_transition(s, t):
+    return np.array([0, t]) if s == 0 else np.array([0, s, t])
+
+
+@given(transition(), family_eta, residual_value, unit, data_ranges)
+def test_residual_variance_matches_library(st_pair, fam, R, gamma, rng):
+    """σ² = λ² + g²R_t (residual_sigma_sq and reverse_variances' residual methods) is the sympy minimiser; with
+    R = 1 − Γ it is Theorem 1's σ*² (residual-variance-is-theorem1); outside_bounds is exactly where the sympy excess
+    over eq. 11 or eq. 12 is positive (residual-beyond-theorem2)."""
+    sched, s, t = st_pair
+    family, eta = fam
+    res = theory.get("residual-variance")
+    ab = exact_alpha_bar(sched)
+    lam2 = lam2_exact(ab, s, t, family, eta)
+    ref = res.expression("residual_sigma_sq").mp(ab[s], ab[t], lam2, R)
+    close(adpm.residual_sigma_sq(sched, s, t, R, family, eta), ref, abs_tol=1e-300, what="λ² + g²R")
+    method = "residual-ddpm" if family == "ddpm" else "residual-ddim"
+    v = adpm.reverse_variances(sched, _last_transition(s, t), method, residual=np.full(sched.N + 1, R), eta=eta,
+                               data_range=rng)
+    close(v.sigma_sq[-1], ref, abs_tol=1e-300, what="reverse_variances (residual)")
+    assert v.residual[-1] == R and not v.clipped[-1]
+    r = (mpmath.mpf(rng[1]) - mpmath.mpf(rng[0])) / 2
+    ex11 = res.expression("excess_over_eq11").mp(ab[s], ab[t], lam2, R)
+    ex12 = res.expression("excess_over_eq12").mp(ab[s], ab[t], lam2, R, r)
+    worst = max(ex11, ex12)
+    if abs(worst) > 1e-10 * ref:  # away from the boundary, where float64 rounding decides
+        assert bool(v.outside_bounds[-1]) == (worst > 0), (float(ex11), float(ex12))
+    # the optimal predictor, R = 1 − Γ: Theorem 1
+    t1 = theory.get("theorem1").expression("sigma_sq_opt").mp(ab[s], ab[t], lam2, gamma)
+    close(adpm.residual_sigma_sq(sched, s, t, 1.0 - gamma, family, eta), t1, abs_tol=1e-300, what="R = 1 − Γ")
+    assert abs(res.expression("residual_sigma_sq").mp(ab[s], ab[t], lam2, 1 - mpmath.mpf(gamma)) - t1) <= \
+        mpmath.mpf(10) ** -40 * abs(t1), "sympy R = 1 − Γ"
+
+
+lambda_positive = st.one_of(st.just(("ddpm", 0.0)), st.tuples(st.just("ddim"), st.floats(0.05, 1.0)))
+
+
+@given(transition(min_s=1), lambda_positive, residual_value, st.floats(0.01, 100.0))
+def test_residual_kl_matches_library(st_pair, fam, R, sig_factor):
+    """E KL(q(x_s|x_t,x_0) ‖ N(μ(x_t), σ²I))/d for the network's mean: likelihood.exact_mean_transition_kl with
+    v = E‖x_0 − x̂_0‖²/d = (β̄_t/ᾱ_t)R_t (residual-mean-error-sq) is the sympy expression (residual-expected-kl) for any
+    σ², is minimal at σ² = λ² + g²R_t (residual-kl-minimum), where it is ½ log1p(R β_{t|s}/(α_{t|s}β̄_s)) for DDPM."""
+    sched, s, t = st_pair
+    family, eta = fam
+    res = theory.get("residual-variance")
+    ab = exact_alpha_bar(sched)
+    lam2 = lam2_exact(ab, s, t, family, eta)
+    c0, _, l2 = adpm.posterior_coefficients(sched, s, t, family, eta)
+    cov_f = sched.beta_bar[t] / sched.alpha_bar[t] * R
+    close(cov_f, res.expression("mean_error_sq").mp(ab[t], R), abs_tol=1e-300, what="E‖x_0 − x̂_0‖²/d")
+    star = float(adpm.residual_sigma_sq(sched, s, t, R, family, eta))
+    kl = res.expression("residual_kl_per_dim")
+    s2 = star * sig_factor
+    lib = likelihood.exact_mean_transition_kl(l2, s2, c0, cov_f)
+    close(lib, kl.mp(ab[s], ab[t], lam2, s2, R), rel=1e-11, abs_tol=1e-15 * (1 + abs(math.log(sig_factor))),
+          what="KL at σ²")
+    f = lambda v: float(likelihood.exact_mean_transition_kl(l2, v, c0, cov_f))  # noqa: E731
+    assert f(star) <= f(star * (1 + 1e-4)) and f(star) <= f(star * (1 - 1e-4))
+    kl_star = kl.mp(ab[s], ab[t], lam2, star, R)
+    # σ² is the float64 minimiser, so the sympy KL there exceeds the true minimum by O(1e-32) relative to λ²/σ²
+    close(f(star), kl_star, rel=1e-11, abs_tol=1e-30, what="KL at the minimiser")
+    if family == "ddpm":  # log(1 + x) needs more than 50 digits when R (hence x) is tiny
+        close(2 * f(star), res.expression("residual_cost_ddpm").mp(ab[s], ab[t], R, dps=400), rel=1e-11,
+              abs_tol=1e-30, what="2 KL* = log1p(Rβ/(αβ̄_s))")
+
+
+residual_lists = st.lists(st.floats(0.0, 10.0), min_size=41, max_size=41)
+
+
+@given(transition(min_s=1), residual_lists, gammas)
+def test_residual_cost_matches_library(st_pair, rl, g):
+    """The Theorem 3 analogue: analytic_ddpm_cost(schedule, None, residual=R).F[s, t] = log1p(R_t β_{t|s}/(α_{t|s}β̄_s))
+    (residual-optimal-cost), path sums add, and R = 1 − Γ gives Theorem 3's J (residual-variance-is-theorem1)."""
+    sched, s, t = st_pair
+    R = np.array(rl[: sched.N + 1])
+    res = theory.get("residual-variance")
+    ab = exact_alpha_bar(sched)
+    J = res.expression("residual_cost_ddpm")
+    cost = ot.analytic_ddpm_cost(sched, None, residual=R)
+    # log(1 + x) needs more than 50 digits when R (hence x) is tiny: evaluate at 400
+    close(cost.F[s, t], J.mp(ab[s], ab[t], R[t], dps=400), abs_tol=1e-300, what="J_R(s, t)")
+    path = [0, 1, s, t] if s > 1 else [0, 1, t]
+    total = sum(J.mp(ab[a], ab[b], R[b], dps=400) for a, b in zip(path[1:-1], path[2:]))
+    close(ot.trajectory_cost(cost, np.array(path)), total, rel=1e-11, abs_tol=1e-300, what="path cost")
+    gamma = np.array(g[: sched.N + 1])
+    cost_g = ot.analytic_ddpm_cost(sched, None, residual=1.0 - gamma)
+    J3 = theory.get("theorem3").expression("J").mp(ab[s], ab[t], lam2_exact(ab, s, t, "ddpm", 0.0), gamma[t])
+    close(cost_g.F[s, t], J3, abs_tol=1e-15, what="R = 1 − Γ: Theorem 3's J")
+
+
+@st.composite
+def gaussian_and_bias(draw):
+    eig = draw(st.lists(st.floats(1e-4, 10.0), min_size=1, max_size=6))
+    bias = draw(st.lists(st.floats(-2.0, 2.0), min_size=len(eig), max_size=len(eig)))
+    return np.array(eig), np.array(bias)
+
+
+@given(transition(), gaussian_and_bias(), st.floats(-2.0, 3.0))
+def test_residual_of_imperfect_matches_toy(st_pair, eb, scale):
+    """ε̂ = a·ε* + b on Gaussian data: toy.exact_residual_of_imperfect is R_t = (1 − Γ_t) + (1 − a)²Γ_t + ‖b‖²/d
+    (residual-of-scaled-biased) and toy.exact_one_minus_gamma_of_imperfect is 1 − Γ̂_t = 1 − a²Γ_t − ‖b‖²/d
+    (control-variate-mean), with Γ_t from the sympy per-eigen-direction formula; a = 1, b = 0 gives R = 1 − Γ."""
+    sched, _, t = st_pair
+    eig, bias = eb
+    res = theory.get("residual-variance")
+    ab = exact_alpha_bar(sched)
+    data = GaussianData.from_spectrum(np.zeros(eig.size), eig)
+    g_ref = sum(theory.get("tweedie").expression("gamma_gaussian").mp(ab[t], lam) for lam in eig) / eig.size
+    b2 = sum(mpmath.mpf(float(b)) ** 2 for b in bias) / bias.size
+    R_lib = exact_residual_of_imperfect(data, sched, scale, bias)
+    close(R_lib[t], res.expression("residual_of_scaled_biased").mp(g_ref, scale, b2), abs_tol=1e-300, what="R_t")
+    omg_lib = exact_one_minus_gamma_of_imperfect(data, sched, scale, bias)
+    ref = res.expression("one_minus_gamma_of_scaled_biased").mp(g_ref, scale, b2)
+    close(omg_lib[t], ref, abs_tol=2e-15 * (1 + scale**2 + float(b2)), what="1 − Γ̂_t")
+    close(exact_residual_of_imperfect(data, sched)[t], res.expression("residual_of_scaled_biased").mp(g_ref, 1, 0),
+          abs_tol=1e-300, what="R_t of ε*")
+
+
+def test_residual_statistics_of_estimate_gamma():
+    """estimate_gamma's residual and control-variate 1 − Γ statistics (one set of network evaluations) estimate the
+    sympy R_t and 1 − Γ̂_t of ε̂ = a·ε* + b within 5 standard errors; per sample (‖ε‖² − ‖ε̂‖²)/d = ⟨ε − ε̂, ε + ε̂⟩/d
+    (control-variate-product), so on the same noise (1 − Γ)^ + Γ̂ = mean ‖ε‖²/d = R̂ of ε̂ = 0 to rounding."""
+    res = theory.get("residual-variance")
+    sched = adpm.Schedule.linear(50)
+    ab = exact_alpha_bar(sched)
+    eig = np.array([0.05, 0.2, 0.5, 1.0])
+    data = GaussianData.from_spectrum(np.zeros(4), eig)
+    ts = np.array([1, 10, 25, 50])
+    M = 4096
+    kw = dict(timesteps=ts, num_samples=M, seed=3, progress=False)
+    scale, bias = 0.9, np.array([0.1, -0.2, 0.05, 0.0])
+    b2 = sum(mpmath.mpf(float(b)) ** 2 for b in bias) / 4
+    est = estimate_gamma(ImperfectEps(data.eps_model(sched), scale, bias), sched, data, **kw)
+    gg = theory.get("tweedie").expression("gamma_gaussian")
+    for t in ts:
+        g_ref = sum(gg.mp(ab[t], lam) for lam in eig) / 4
+        R_ref = res.expression("residual_of_scaled_biased").mp(g_ref, scale, b2)
+        omg_ref = res.expression("one_minus_gamma_of_scaled_biased").mp(g_ref, scale, b2)
+        assert abs(est.residual[t] - float(R_ref)) <= 5 * est.residual_stderr[t], (t, est.residual[t], R_ref)
+        assert abs(est.one_minus_gamma[t] - float(omg_ref)) <= 5 * est.one_minus_gamma_stderr[t], t
+        assert abs(est.gamma[t] - float(1 - omg_ref)) <= 5 * est.stderr[t], t
+    # the same noise and data (same seed): ε̂ = 0 has R̂ = (1 − Γ)^ = mean‖ε‖²/d; ε̂ = b has (1 − Γ)^ + Γ̂ = mean‖ε‖²/d
+    zero = estimate_gamma(ImperfectEps(data.eps_model(sched), 0.0, 0.0), sched, data, **kw)
+    const = estimate_gamma(ImperfectEps(data.eps_model(sched), 0.0, bias), sched, data, **kw)
+    np.testing.assert_allclose(zero.one_minus_gamma[ts], zero.residual[ts], rtol=1e-13)
+    assert np.all(zero.gamma[ts] == 0.0)
+    np.testing.assert_allclose(const.gamma[ts], float(b2), rtol=1e-13)
+    np.testing.assert_allclose(const.one_minus_gamma[ts] + const.gamma[ts], zero.residual[ts], rtol=1e-13)
+    # the constant prediction's residual estimates 1 + ‖b‖²/d (a = 0)
+    R_const = float(res.expression("residual_of_scaled_biased").mp(0.5, 0, b2))
+    assert np.all(np.abs(const.residual[ts] - R_const) <= 5 * const.residual_stderr[ts])
+    # the exact predictor at large n: ε̂ ≈ ε, so the control variate is far less noisy than 1 − Γ̂
+    exact = estimate_gamma(data.eps_model(sched), sched, data, **kw)
+    assert exact.one_minus_gamma_stderr[50] < 0.1 * exact.stderr[50]
+
+
+def test_residual_variance_exceeds_theorem2():
+    """Theorem 2 bounds the optimal mean only (residual-beyond-theorem2, residual-counterexample-eq11): a constant
+    prediction ε̂ = b has R = 1 + ‖b‖²/d and its variance exceeds eq. 11 by g²‖b‖²/d on every transition; ε̂ = ε*/2
+    has R < 1 (inside eq. 11) but R > r²ᾱ_t/β̄_t at large t (outside eq. 12), and outside_bounds says so."""
+    res = theory.get("residual-variance")
+    sched = adpm.Schedule.linear(1000)
+    ab = exact_alpha_bar(sched)
+    data = GaussianData.from_spectrum(np.zeros(3), np.array([0.1, 0.3, 0.6]))
+    bias = np.array([0.2, -0.1, 0.3])
+    b2 = sum(mpmath.mpf(float(b)) ** 2 for b in bias) / 3
+    traj = np.arange(0, 1001, 50)
+    R = exact_residual_of_imperfect(data, sched, 0.0, bias)
+    gam = data.gamma(sched)
+    for t in traj[1:]:
+        close(R[t], res.expression("residual_of_scaled_biased").mp(gam[t], 0, b2), what="R = 1 + b²")
+    v = adpm.reverse_variances(sched, traj, "residual-ddpm", residual=R, data_range=None)
+    assert v.outside_bounds.all() and not v.clipped.any()
+    for k, (s, t) in enumerate(zip(traj[:-1], traj[1:])):
+        lam2 = lam2_exact(ab, s, t, "ddpm", 0.0)
+        ex = res.expression("excess_over_eq11").mp(ab[s], ab[t], lam2, R[t])
+        assert ex > 0
+        close(v.sigma_sq[k] - v.upper_eq11[k], ex, rel=1e-9, abs_tol=1e-15 * v.upper_eq11[k], what="excess")
+        close(adpm.residual_sigma_sq(sched, s, t, R[t]), res.expression("residual_sigma_sq").mp(ab[s], ab[t], lam2, R[t]),
+              abs_tol=1e-300, what="σ²")
+    R_half = exact_residual_of_imperfect(data, sched, 0.5, 0.0)
+    v = adpm.reverse_variances(sched, traj, "residual-ddpm", residual=R_half, data_range=(-1.0, 1.0))
+    want = []
+    for s, t in zip(traj[:-1], traj[1:]):
+        lam2 = lam2_exact(ab, s, t, "ddpm", 0.0)
+        ex11 = res.expression("excess_over_eq11").mp(ab[s], ab[t], lam2, R_half[t])
+        ex12 = res.expression("excess_over_eq12").mp(ab[s], ab[t], lam2, R_half[t], 1)
+        assert ex11 < 0
+        want.append(ex12 > 0)
+    assert list(v.outside_bounds) == want and any(want) and not all(want)
 
 
 # ---------------------------------------------------------------------------------------------------- continuous time

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import continuous, forward, moments, theorems
+from . import continuous, forward, imperfect, moments, theorems
 from .core import Identity, Result
 
 #: Switch on once the notebooks exist: then every result must name a notebook file that exists and mentions its id.
@@ -29,6 +29,7 @@ RESULTS: tuple[Result, ...] = (
     theorems.THEOREM3,
     theorems.COROLLARY4,
     continuous.CONTINUOUS,
+    imperfect.RESIDUAL_VARIANCE,
 )
 
 #: The notebook that shows each result (``tests/test_notebooks.py`` runs them); set as each entry's ``notebook=``.
@@ -45,6 +46,7 @@ NOTEBOOKS = {
     "corollary3": "notebooks/04_bounds_clipping.py",
     "theorem3": "notebooks/05_optimal_trajectory.py",
     "corollary4": "notebooks/05_optimal_trajectory.py",
+    "residual-variance": "notebooks/09_residual_variance.py",
 }
 RESULTS = tuple(dataclasses.replace(r, notebook=NOTEBOOKS[r.id]) if r.id in NOTEBOOKS else r for r in RESULTS)
 
