@@ -29,9 +29,9 @@ from .optimal_trajectory import optimal_trajectories, optimal_trajectories_from_
 from .sampling import sample
 from .schedules import Schedule
 from .trajectories import even_trajectory
-from .variance import METHODS
+from .variance import ALL_METHODS, METHODS, RESIDUAL_METHODS
 
-DDPM_FAMILY = ("ddpm-small", "ddpm-large", "analytic-ddpm")
+DDPM_FAMILY = ("ddpm-small", "ddpm-large", "analytic-ddpm", "residual-ddpm")
 #: The paper's sampling-only clip of σ² on the step into τ_1 (P App. F.2, facts §3.4): y per method, None for no
 #: clip; as in the official run scripts, applied to σ² = β and the analytic methods, not to σ² = β̃ and DDIM.
 CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None, "ddim": None,
@@ -78,7 +78,7 @@ class PretrainedEvalConfig:
     nll_images: int = 10000  #: held-out images for the bound (0: skip Table 1)
     ot_images: int = 0  #: training images for the σ² = β baseline's OT cost matrix (N·M calls; 0: skip that row)
     fid_samples: int = 50000  #: samples per method and K (0: skip Table 2)
-    methods: tuple = METHODS
+    methods: tuple = METHODS + RESIDUAL_METHODS  #: Table 2 rows: the paper's five and the residual variances
     batch_size: int = 500
     seed: int = 1234  #: the official code's sampling seed (facts §5.7)
 
@@ -101,7 +101,11 @@ class PretrainedEvaluation:
     wall_s: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"gamma": {"M": self.gamma.num_samples, "above_one": int(np.sum(self.gamma.gamma[1:] > 1))},
+        g = self.gamma
+        extra = {} if g.residual is None else {
+            "one_minus_gamma_direct_below_zero": int(np.sum(g.one_minus_gamma[1:] < 0)),
+            "residual_min": float(np.nanmin(g.residual[1:])), "residual_max": float(np.nanmax(g.residual[1:]))}
+        return {"gamma": {"M": g.num_samples, "above_one": int(np.sum(g.gamma[1:] > 1)), **extra},
                 "nll_bits_per_dim": {k: {str(K): v for K, v in d.items()} for k, d in self.nll_bits_per_dim.items()},
                 "fd": {k: {str(K): v for K, v in d.items()} for k, d in self.fd.items()},
                 "metric_name": self.metric_name, "wall_s": self.wall_s}
@@ -137,7 +141,9 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                         config: PretrainedEvalConfig = QUICK_SIZE, *, extractor=None, reference_stats=None,
                         clip_sigma_pixel: dict | None = None, device=None, progress: bool | None = None,
                         log=print) -> PretrainedEvaluation:
-    """Γ → Table 1 rows (ET: β̃, β, analytic; OT: analytic by Theorem 3's DP on Γ̂, β by the estimated cost matrix when
+    """Γ (with R̂ and the direct 1 − Γ̂ from the same calls) → Table 1 rows (ET: β̃, β, analytic, residual; OT: analytic
+    by Theorem 3's DP on Γ̂ — the paper's row, which Monte Carlo noise alone can break where Γ̂ >= 1 —, residual by the
+    same exact DP on R̂ (the row to trust for an imperfect network), β by the estimated cost matrix when
     ``config.ot_images``) → Table 2 rows (distance of ``config.fid_samples`` samples per method and K, even trajectory,
     x̂_0 clamped, σ₂ clipped per ``clip_sigma_pixel``, defaults :data:`CLIP_SIGMA_PIXEL`).
 
@@ -156,9 +162,9 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
     if config.gamma_samples < 1:
         raise ValueError(f"config.gamma_samples must be at least 1; got {config.gamma_samples}. The paper uses 50000 "
                          "for CIFAR10; even 10 is close (P Table 5).")
-    unknown = [m for m in config.methods if m not in METHODS]
+    unknown = [m for m in config.methods if m not in ALL_METHODS]
     if unknown:
-        raise ValueError(f"config.methods must be drawn from {METHODS}; got {unknown}.")
+        raise ValueError(f"config.methods must be drawn from {ALL_METHODS}; got {unknown}.")
     clip = {**CLIP_SIGMA_PIXEL, **(clip_sigma_pixel or {})}
     out = pathlib.Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
@@ -170,9 +176,11 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
 
     t0 = time.perf_counter()
     gpath = out / "gamma.npz"
-    if gpath.exists():
-        est = GammaEstimate.load(gpath)
-    else:
+    est = GammaEstimate.load(gpath) if gpath.exists() else None
+    if est is not None and est.residual is None:
+        log(f"  {gpath} has no residual R̂ (saved by an older version): re-estimating it")
+        est = None
+    if est is None:
         est = estimate_gamma(eps_model, schedule, x_gamma, num_samples=config.gamma_samples,
                              batch_size=config.batch_size, seed=config.seed, checkpoint=out / "gamma.ckpt.npz",
                              device=device, progress=progress)
@@ -187,6 +195,7 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
             t0 = time.perf_counter()
             nll = {f"ET {m}": {} for m in DDPM_FAMILY}
             ot_an = optimal_trajectories(schedule, gamma, K_max=max(config.Ks), progress=False)
+            ot_res = optimal_trajectories(schedule, None, K_max=max(config.Ks), residual=est.residual, progress=False)
             ot_base = None
             if x_ot is not None:
                 F = baseline_cost_matrix(eps_model, schedule, x_ot, "ddpm-large", seed=config.seed + 1,
@@ -194,15 +203,19 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                 ot_base = optimal_trajectories_from_costs(F.F, K_max=max(config.Ks), progress=False)
                 nll["OT ddpm-large"] = {}
             nll["OT analytic-ddpm"] = {}
+            nll["OT(R) residual-ddpm"] = {}
             for K in config.Ks:
                 st = collect_bound_statistics(eps_model, schedule, even_trajectory(schedule.N, K), x_nll,
                                               seed=config.seed, batch_size=config.batch_size, device=device,
                                               progress=progress)
                 for m in DDPM_FAMILY:
-                    nll[f"ET {m}"][K] = st.bound(m, gamma=gamma if m == "analytic-ddpm" else None).bits_per_dim
-                nll["OT analytic-ddpm"][K] = variational_bound(
-                    eps_model, schedule, ot_an.trajectory(K), "analytic-ddpm", x_nll, gamma=gamma, seed=config.seed,
-                    batch_size=config.batch_size, device=device, progress=progress).bits_per_dim
+                    nll[f"ET {m}"][K] = st.bound(m, gamma=est if m in ("analytic-ddpm", "residual-ddpm")
+                                                 else None).bits_per_dim
+                for label, m, ot in (("OT analytic-ddpm", "analytic-ddpm", ot_an),
+                                     ("OT(R) residual-ddpm", "residual-ddpm", ot_res)):
+                    nll[label][K] = variational_bound(
+                        eps_model, schedule, ot.trajectory(K), m, x_nll, gamma=est, seed=config.seed,
+                        batch_size=config.batch_size, device=device, progress=progress).bits_per_dim
                 if ot_base is not None:
                     nll["OT ddpm-large"][K] = variational_bound(
                         eps_model, schedule, ot_base.trajectory(K), "ddpm-large", x_nll, seed=config.seed,
@@ -226,7 +239,7 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                     ref = (s.mean, s.cov)
                     np.savez(ref_path, mu=ref[0], sigma=ref[1])
             res.fd = sample_fd_table(
-                eps_model, schedule, gamma, config.methods, config.Ks, num_samples=config.fid_samples, shape=shape,
+                eps_model, schedule, est, config.methods, config.Ks, num_samples=config.fid_samples, shape=shape,
                 stats_of=lambda x: feature_statistics(extractor, x, batch_size=config.batch_size, device=device,
                                                       progress=False),
                 reference=ref, samples_dir=out / "samples", seed=config.seed, batch_size=config.batch_size,

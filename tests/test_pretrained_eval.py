@@ -61,6 +61,11 @@ def tiny():
     return eps, sched, imgs, extractor
 
 
+def saved_keys_ok(out):
+    g = json.loads((out / "results.json").read_text())["gamma"]
+    return {"residual_min", "residual_max", "one_minus_gamma_direct_below_zero"} <= set(g) and g["residual_min"] > 0
+
+
 CFG = PretrainedEvalConfig(Ks=(3, 5), gamma_samples=8, nll_images=4, ot_images=3, fid_samples=10, batch_size=16,
                            seed=3)
 
@@ -69,8 +74,9 @@ def test_evaluate_pretrained_tables_and_resume(tiny, tmp_path):
     eps, sched, imgs, extractor = tiny
     logs = []
     res = evaluate_pretrained(eps, sched, imgs[:16], imgs[16:], tmp_path, CFG, extractor=extractor, log=logs.append)
-    assert set(res.nll_bits_per_dim) == {"ET ddpm-small", "ET ddpm-large", "ET analytic-ddpm", "OT ddpm-large",
-                                         "OT analytic-ddpm"}
+    assert set(res.nll_bits_per_dim) == {"ET ddpm-small", "ET ddpm-large", "ET analytic-ddpm", "ET residual-ddpm",
+                                         "OT ddpm-large", "OT analytic-ddpm", "OT(R) residual-ddpm"}
+    assert res.gamma.residual is not None and saved_keys_ok(tmp_path)
     for d in res.nll_bits_per_dim.values():
         assert set(d) == {3, 5} and all(np.isfinite(v) and v > 0 for v in d.values())
     assert set(res.fd) == set(CFG.methods)
@@ -80,7 +86,7 @@ def test_evaluate_pretrained_tables_and_resume(tiny, tmp_path):
     assert saved["fd"]["analytic-ddpm"]["3"] == res.fd["analytic-ddpm"][3]
     assert "FD-LeNet" in (tmp_path / "tables.md").read_text()
     # the analytic rows use Γ̂ of the same run, the ET baselines do not depend on it
-    assert (tmp_path / "gamma.npz").exists() and len(list((tmp_path / "samples").glob("*.npy"))) == 10
+    assert (tmp_path / "gamma.npz").exists() and len(list((tmp_path / "samples").glob("*.npy"))) == 14
     # resume: Γ, reference statistics and samples are read back, not recomputed, and the numbers agree exactly
     stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "samples").glob("*.npy")}
     g_stamp = (tmp_path / "gamma.npz").stat().st_mtime_ns
