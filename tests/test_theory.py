@@ -614,8 +614,8 @@ def test_residual_variance_exceeds_theorem2():
         ex = res.expression("excess_over_eq11").mp(ab[s], ab[t], lam2, R[t])
         assert ex > 0
         close(v.sigma_sq[k] - v.upper_eq11[k], ex, rel=1e-9, abs_tol=1e-15 * v.upper_eq11[k], what="excess")
-        close(adpm.residual_sigma_sq(sched, s, t, R[t]), res.expression("residual_sigma_sq").mp(ab[s], ab[t], lam2, R[t]),
-              abs_tol=1e-300, what="σ²")
+        close(adpm.residual_sigma_sq(sched, s, t, R[t]),
+              res.expression("residual_sigma_sq").mp(ab[s], ab[t], lam2, R[t]), abs_tol=1e-300, what="σ²")
     R_half = exact_residual_of_imperfect(data, sched, 0.5, 0.0)
     v = adpm.reverse_variances(sched, traj, "residual-ddpm", residual=R_half, data_range=(-1.0, 1.0))
     want = []
