@@ -224,7 +224,7 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
     gamma_path = out / "gamma.npz"
     est = GammaEstimate.load(gamma_path) if gamma_path.exists() else None
     if est is not None and est.residual is None:
-        log(f"  {gamma_path} has no residual R̂ (saved by an older version): re-estimating (same seeds, same Γ̂)")
+        log(f"  {gamma_path} has no residual R̂ (saved by an older version): re-estimating (same seeds and noise)")
         est = None
     if est is None:
         est = estimate_gamma(eps, sched, train_set.images[: config.gamma_samples], num_samples=config.gamma_samples,
