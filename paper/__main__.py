@@ -18,6 +18,8 @@ TARGETS = {
     "table6": ("paper.table6", "Table 6 analogue: analytic-DDPM with Γ̂ from M = 10 against DDPM, K = 10…400"),
     "fig_bounds": ("paper.fig_bounds", "Figures 7 and 9 analogue: Theorem 2 bounds against n; how often σ̂² is clipped"),
     "fig_et_ot": ("paper.fig_et_ot", "Figure 13 analogue: ET against OT (bound and FD against K, the OT timesteps)"),
+    "residual": ("paper.residual", "the network's actual mean: residual variance, direct 1 − Γ̂ and R̂, OT under "
+                 "Monte Carlo noise (toy Gaussian, exact)"),
     "images": ("paper.images", "digits image experiment (fast: skipped unless ADPM_PAPER_IMAGES=1)"),
     "images-fashion": ("paper.images_fashion", "Fashion-MNIST image experiment (needs dataset-fashion-mnist)"),
     "cifar10": ("paper.cifar10", "Tables 1-2, CIFAR10 rows, from Bao et al.'s checkpoints (user files, GPU; lists "

@@ -42,6 +42,8 @@ EXPECTED = {
     "table6": ["table6.csv", "table6.md", "table6.tex"],
     "fig_bounds": ["fig_bounds.png", "fig_bounds.pdf", "fig_bounds.csv", "fig_bounds.md"],
     "fig_et_ot": ["fig_et_ot.png", "fig_et_ot.pdf", "fig_et_ot.csv", "fig_et_ot.md"],
+    "residual": ["residual.csv", "residual.md", "residual_ot.csv", "residual_ot.md", "residual_stderr.png",
+                 "residual_stderr.pdf", "residual_stderr.csv"],
 }
 
 
@@ -194,3 +196,18 @@ def test_image_target_renders_committed_run(tmp_path, monkeypatch):
     v = {(r["quantity"], r["method"], r["K"]): float(r["value"]) for r in rows}
     assert v[("nll_bits_per_dim", "ET analytic-ddpm", "10")] == committed["nll_bits_per_dim"]["ET analytic-ddpm"]["10"]
     assert not (tmp_path / "images").exists()  # nothing recomputed
+
+
+def test_residual_target_claims(fast_out):
+    """The residual target's tables: for the imperfect model the residual bound is the lowest on ET at every K, and
+    under Monte Carlo noise the OT from R̂ is within 1% of the true OT while the OT from Γ̂ is worse than ET."""
+    rows = _csv(fast_out / "residual.csv")
+    for sched in ("linear", "cosine"):
+        for K in {r["K"] for r in rows}:
+            et = {r["method"]: float(r["bound_bits_per_dim"]) for r in rows
+                  if r["schedule"] == sched and r["K"] == K and r["trajectory"] == "ET" and r["bound_bits_per_dim"]}
+            assert et["residual-ddpm"] <= min(et.values()) * (1 + 1e-12)
+    ot = _csv(fast_out / "residual_ot.csv")
+    lin = [r for r in ot if r["schedule"] == "linear" and r["K"] == "10"][0]
+    assert float(lin["OT from R̂"]) <= 1.01 * float(lin["OT from exact 1 − Γ (true OT)"])
+    assert float(lin["OT from Γ̂ (paper)"]) > float(lin["ET"])
