@@ -27,7 +27,7 @@ N = 100
 SCHED = adpm.Schedule.linear(N)
 SHAPE = (1, 8, 8)
 TRAJ = adpm.even_trajectory(N, 6)
-METHODS = ["analytic-ddpm", "analytic-ddim", "ddpm-large", "ddpm-small", "ddim"]
+METHODS = ["analytic-ddpm", "analytic-ddim", "residual-ddpm", "residual-ddim", "ddpm-large", "ddpm-small", "ddim"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_same_samples_as_library_sampler(unet, gamma, method, trajectory):
     traj = TRAJ if trajectory == "even" else np.asarray(adpm.optimal_trajectory(SCHED, gamma, 6))
     if trajectory == "optimal":
         assert not np.array_equal(traj, TRAJ)
-    kw = dict(eta=0.5) if method == "analytic-ddim" else {}
+    kw = dict(eta=0.5) if method in ("analytic-ddim", "residual-ddim") else {}
     pix = 1.0 if method == "analytic-ddpm" else None
     sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, trajectory=traj,
                                                clip_sigma_pixel=pix, **kw)
@@ -80,6 +80,9 @@ def test_same_samples_as_library_sampler(unet, gamma, method, trajectory):
         assert sched.table.sigma_sq_clipped[1]  # the σ² pixel clip was active on (τ_1, τ_2)
     assert sched.table.fingerprint() == coefficient_table(SCHED, traj, method, gamma=gamma, clip_sigma_pixel=pix,
                                                           **kw).fingerprint()
+    if method.startswith("residual"):  # the GammaEstimate passed as gamma supplied its residual
+        np.testing.assert_array_equal(sched.residual, gamma.residual)
+        np.testing.assert_array_equal(sched.table.variances.residual, gamma.residual[traj[1:]])
 
 
 def test_first_index_and_subbatch(unet, gamma):
@@ -122,6 +125,124 @@ def test_analytic_ddim_mean_and_noise_have_different_variances(unet, gamma):
     torch.testing.assert_close(out.prev_sample.double(), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.pred_original_sample.double(), x0, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.prev_sample, reverse_step(tab, k, x, eps, noise=z, clip_x0=True))
+
+
+@pytest.mark.parametrize("method,eta", [("residual-ddpm", 0.0), ("residual-ddim", 0.0), ("residual-ddim", 0.3)])
+def test_residual_step_equals_library_reverse_step(unet, gamma, method, eta):
+    """A residual-* scheduler's step is reverse_step with coefficient_table(..., residual=R): σ² = λ² + g²R_t, never
+    clipped (R of the random network exceeds 1 at some t: σ² above eq. 11 there, reported in outside_bounds)."""
+    R = np.array(gamma.residual)
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, residual=R, method=method, eta=eta, trajectory=TRAJ)
+    tab = coefficient_table(SCHED, TRAJ, method, residual=R, eta=eta)
+    assert sched.table.fingerprint() == tab.fingerprint()
+    np.testing.assert_array_equal(sched.residual, R)
+    var = sched.table.variances
+    s, t = adpm.transitions(TRAJ)
+    fam = "ddim" if "ddim" in method else "ddpm"
+    np.testing.assert_array_equal(var.sigma_sq, adpm.residual_sigma_sq(SCHED, s, t, R[t], fam, eta))
+    assert not var.clipped.any()
+    np.testing.assert_array_equal(var.outside_bounds, (var.sigma_sq > var.upper) | (var.sigma_sq < var.lower))
+    # the GammaEstimate itself, passed as gamma, gives the same table
+    via_est = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, eta=eta, trajectory=TRAJ)
+    assert via_est.table.fingerprint() == tab.fingerprint()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((3, *SHAPE), generator=g)
+    z = torch.randn((3, *SHAPE), generator=g)
+    for k in (len(TRAJ) - 1, 3, 1):
+        ts_ = int(TRAJ[k]) - 1
+        with torch.no_grad():
+            eps = unet(x, torch.tensor(ts_)).sample
+        out = sched.step(eps, ts_, x, variance_noise=z)
+        torch.testing.assert_close(out.prev_sample, reverse_step(tab, k, x, eps, noise=z, clip_x0=True))
+
+
+@pytest.mark.parametrize("family,eta", [("ddpm", 0.0), ("ddim", 0.4)])
+def test_residual_with_exact_predictor_equals_analytic(family, eta):
+    """With R = 1 − Γ (exact ε* of toy data, computed without cancellation), residual-* is analytic-* bit for bit
+    (unclipped: unbounded data), and so is every step."""
+    data = adpm.toy.default_gaussian(dim=64)
+    omg = data.one_minus_gamma(SCHED)
+    kw = dict(eta=eta, trajectory=TRAJ, data_range=None, clip_sample=False)
+    res = AnalyticDPMScheduler.from_schedule(SCHED, residual=omg, method=f"residual-{family}", **kw)
+    ana = AnalyticDPMScheduler.from_schedule(SCHED, one_minus_gamma=omg, method=f"analytic-{family}", **kw)
+    via_gamma = AnalyticDPMScheduler.from_schedule(SCHED, gamma=data.gamma(SCHED), method=f"analytic-{family}", **kw)
+    assert not ana.table.variances.clipped.any()
+    np.testing.assert_array_equal(res.table.sigma_sq, ana.table.sigma_sq)
+    assert res.table.fingerprint() == ana.table.fingerprint()
+    np.testing.assert_allclose(via_gamma.table.sigma_sq, ana.table.sigma_sq, rtol=1e-6)  # Γ route: digits lost
+    eps_model = data.eps_model(SCHED)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn((2, *SHAPE), generator=g, dtype=torch.float64)
+    z = torch.randn((2, *SHAPE), generator=g, dtype=torch.float64)
+    for t in res.timesteps:
+        eps = torch.from_numpy(eps_model(x.reshape(2, -1).numpy(), int(t) + 1).reshape(x.shape))
+        a = ana.step(eps, t, x, variance_noise=z).prev_sample
+        torch.testing.assert_close(res.step(eps, t, x, variance_noise=z).prev_sample, a, rtol=0, atol=0)
+        x = a
+
+
+def test_residual_and_one_minus_gamma_config_round_trip(tmp_path, gamma):
+    R = np.array(gamma.residual)
+    R[7] = np.nan  # not estimated: saved as null
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, residual=R, method="residual-ddim", eta=0.2, trajectory=TRAJ)
+    sched.save_pretrained(tmp_path / "res")
+    cfg = json.loads((tmp_path / "res" / "scheduler_config.json").read_text())
+    assert cfg["method"] == "residual-ddim" and cfg["residual"][7] is None and cfg["residual"][1] == R[1]
+    assert cfg["gamma"] is None and cfg["one_minus_gamma"] is None
+    back = AnalyticDPMScheduler.from_pretrained(tmp_path / "res")
+    np.testing.assert_array_equal(back.residual, R)
+    assert back.gamma is None and back.one_minus_gamma is None
+    assert back.table.fingerprint() == sched.table.fingerprint()
+
+    omg = np.array(gamma.one_minus_gamma)
+    ana = AnalyticDPMScheduler.from_schedule(SCHED, one_minus_gamma=omg, method="analytic-ddpm", num_inference_steps=5)
+    ana.save_pretrained(tmp_path / "omg")
+    back = AnalyticDPMScheduler.from_pretrained(tmp_path / "omg")
+    np.testing.assert_array_equal(back.one_minus_gamma, omg)
+    back.set_timesteps(5)
+    assert back.table.fingerprint() == ana.table.fingerprint()
+    assert ana.table.fingerprint() == coefficient_table(SCHED, adpm.even_trajectory(N, 5), "analytic-ddpm",
+                                                        one_minus_gamma=omg).fingerprint()
+    # a statistic the method does not use is kept, so from_config can switch methods
+    both = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma.gamma, residual=gamma.residual,
+                                              method="analytic-ddpm", trajectory=TRAJ)
+    switched = AnalyticDPMScheduler.from_config(both.config, method="residual-ddpm")
+    assert switched.table.fingerprint() == coefficient_table(SCHED, TRAJ, "residual-ddpm",
+                                                             residual=gamma.residual).fingerprint()
+
+
+def test_residual_errors(gamma):
+    old = adpm.GammaEstimate(gamma=gamma.gamma, stderr=gamma.stderr, num_samples=gamma.num_samples,
+                             timesteps=gamma.timesteps, config={})  # a file from before R existed
+    with pytest.raises(ValueError, match=r"method 'residual-ddpm' needs residual, R_n = E‖ε − ε̂_n\(x_n\)‖²/d of shape "
+                                         r"\(N\+1,\) = \(101,\).*GammaEstimate.residual"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="residual-ddpm")
+    with pytest.raises(ValueError, match="needs residual"):
+        AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma.gamma, method="residual-ddim")  # a Γ array is not R
+    with pytest.raises(ValueError, match=r"GammaEstimate passed as gamma, but that estimate has no 'residual'.*"
+                                         r"Rerun estimate_gamma"):
+        AnalyticDPMScheduler.from_schedule(SCHED, gamma=old, method="residual-ddpm")
+    with pytest.raises(ValueError, match=r"GammaEstimate passed for residual has no 'residual'"):
+        AnalyticDPMScheduler.from_schedule(SCHED, residual=old, method="residual-ddpm")
+    with pytest.raises(ValueError, match=r"residual R_n = .* must be >= 0; got \[-0\.001\].* at n = \[5\].*not the "
+                                         r"control-variate"):
+        AnalyticDPMScheduler.from_schedule(SCHED, residual=np.r_[np.zeros(5), -1e-3, np.ones(95)],
+                                           method="residual-ddpm")
+    with pytest.raises(ValueError, match=r"residual must have shape \(N\+1,\) = \(101,\)"):
+        AnalyticDPMScheduler.from_schedule(SCHED, residual=np.ones(100), method="residual-ddpm")
+    with pytest.raises(TypeError, match="residual must be an array"):
+        AnalyticDPMScheduler.from_schedule(SCHED, residual="R.npy", method="residual-ddpm")
+    with pytest.raises(ValueError, match="got both gamma and one_minus_gamma"):
+        AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, one_minus_gamma=gamma.one_minus_gamma)
+    with pytest.raises(ValueError, match="needs gamma.*A residual was given: .*pick method='residual-ddpm'"):
+        AnalyticDPMScheduler.from_schedule(SCHED, residual=gamma.residual, method="analytic-ddpm")
+    with pytest.raises(ValueError, match="eta applies to the DDIM family only"):
+        AnalyticDPMScheduler.from_schedule(SCHED, residual=gamma.residual, method="residual-ddpm", eta=0.5)
+    R = np.array(gamma.residual)
+    R[int(TRAJ[2])] = np.nan  # not estimated at a timestep the trajectory uses
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, residual=R, method="residual-ddpm")
+    with pytest.raises(ValueError, match=rf"residual must be finite at every timestep .* n = \[{TRAJ[2]}\]"):
+        sched.set_trajectory(TRAJ)
 
 
 def test_ddpm_pipeline_runs_with_the_scheduler(unet, gamma):

@@ -17,9 +17,11 @@ from analytic_dpm.cli import main as adpm_main
 from analytic_dpm.testing import (
     assert_eps_model_gamma_matches,
     assert_gamma_consistent,
+    assert_residual_variance_optimal,
     assert_sampler_matches_exact,
     assert_variances_within_bounds,
     check_variance_file,
+    residual_variance_report,
     variance_bounds_report,
     z_threshold,
 )
@@ -271,6 +273,199 @@ def test_library_sampler_matches_exact_on_drawn_data(data, traj, method, eta):
     assert_sampler_matches_exact(sampler, data, sched, traj, method, eta=eta, num_samples=4000)
 
 
+# ====================================================================================== residual form
+def _imperfect(scale=1.3, bias=0.2, schedule=S1000):
+    """A biased, mis-scaled ε-model around DATA4's exact ε* and its exact residual R and 1 − Γ̂."""
+    model = toy.ImperfectEps(DATA4.eps_model(schedule), scale=scale, bias=bias)
+    return (model, toy.exact_residual_of_imperfect(DATA4, schedule, scale, bias),
+            toy.exact_one_minus_gamma_of_imperfect(DATA4, schedule, scale, bias))
+
+
+@pytest.mark.parametrize("eta", [None, 0.5])
+def test_residual_checker_passes_the_library_and_reports_bounds_without_failing(eta):
+    """The library's residual variance passes; its expected KL equals the exact toy bound's per-transition terms for
+    the same imperfect model (an independent oracle); it leaves Theorem 2's eq. 12 at large t, which is reported,
+    not failed (while the Theorem 2 checker does fail on the same σ²)."""
+    model, R, _ = _imperfect()
+    method = "residual-ddpm" if eta is None else "residual-ddim"
+    v = adpm.reverse_variances(S1000, ET10, method, residual=R, eta=eta or 0.0, data_range=(-1, 1))
+    rep = assert_residual_variance_optimal(S1000, ET10, v.sigma_sq, R, eta=eta, data_range=1)
+    assert rep.ok and rep.kl_defined.sum() == 9 and not rep.kl_defined[0]  # s = 0: the decoder
+    np.testing.assert_array_equal(rep.sigma_sq_residual, v.sigma_sq)
+    ex = toy.evaluate_exact(DATA4, S1000, ET10, method, eta=eta or 0.0, eps_model=model)
+    np.testing.assert_allclose(rep.kl[1:], ex.kl_terms[1:], rtol=1e-12)
+    assert np.all(rep.kl_perturbed[1:] > rep.kl[1:, None])  # every perturbation is worse
+    np.testing.assert_array_equal(rep.outside_bounds, v.outside_bounds)
+    assert rep.outside_bounds.any() and rep.bounds.status[-1] == "above eq. 12"
+    note = rep.format_outside_bounds()
+    assert f"at {int(v.outside_bounds.sum())} of 10 transitions" in note and "legitimate" in note
+    assert f"step k = 10 (s, t) = (889, 1000): σ² = " in note
+    with pytest.raises(AssertionError, match="above the upper bound"):
+        assert_variances_within_bounds(S1000, ET10, v.sigma_sq, eta=eta, data_range=1)
+    # sigma_sq=None checks the library's own; the table and JSON carry every step
+    again = assert_residual_variance_optimal(S1000, ET10, None, R, eta=eta, data_range=1)
+    np.testing.assert_array_equal(again.sigma_sq, v.sigma_sq)
+    assert "Δ least perturbed" in rep.format_table() and "above eq. 12" in rep.format_table()
+    d = json.loads(json.dumps(rep.to_dict(), allow_nan=False))
+    assert d["ok"] and d["num_outside_bounds"] == int(v.outside_bounds.sum()) and d["steps"][0]["kl"] is None
+
+
+def test_residual_checker_fails_a_wrong_variance_and_names_the_step():
+    model, R, omg_hat = _imperfect()
+    v = adpm.reverse_variances(S1000, ET10, "residual-ddpm", residual=R)
+    sig = v.sigma_sq.copy()
+    sig[4] *= 1.01
+    with pytest.raises(AssertionError) as exc:
+        assert_residual_variance_optimal(S1000, ET10, sig, R)
+    msg = str(exc.value)
+    assert "2 finding(s) over 10 transitions" in msg
+    assert (f"step k = 5 (s, t) = ({ET10[4]}, {ET10[5]}): σ² = {sig[4]:.6g}, but λ² + g²R_t = {v.sigma_sq[4]:.6g}"
+            in msg) and "(+1%)" in msg
+    assert "is not the minimiser of E KL/d for the mean error g²R_t" in msg and "0.99·σ²" in msg
+    assert "theory entry residual-variance" in msg
+    # a deviation below the finest perturbation (0.1%) is caught by the formula alone
+    sig = v.sigma_sq.copy()
+    sig[2] *= 1 + 1e-5
+    rep = residual_variance_report(S1000, ET10, sig, R)
+    assert rep.formula_mismatch.tolist() == [k == 2 for k in range(10)] and not rep.not_minimal.any()
+    assert residual_variance_report(S1000, ET10, sig, R, rtol=1e-4).ok
+    # Theorem 1 with the model's own Γ̂ (clipped as the library does) is not the variance for the model's mean
+    with pytest.warns(RuntimeWarning, match="outside"):
+        a = adpm.reverse_variances(S1000, ET10, "analytic-ddpm", one_minus_gamma=omg_hat)
+    rep = residual_variance_report(S1000, ET10, a.sigma_sq, R)
+    assert rep.formula_mismatch[1:].all() and rep.not_minimal[1:].all() and not rep.ok
+    assert np.all(rep.kl[1:] > toy.evaluate_exact(DATA4, S1000, ET10, "residual-ddpm", eps_model=model).kl_terms[1:])
+    sig = v.sigma_sq.copy()
+    sig[3] = -1.0
+    with pytest.raises(AssertionError, match=r"step k = 4 .*: σ² = -1 is not a variance"):
+        assert_residual_variance_optimal(S1000, ET10, sig, R)
+
+
+@pytest.mark.parametrize("eta", [None, 0.3])
+def test_residual_checker_for_the_exact_predictor_is_theorem1(eta):
+    """With R = 1 − Γ (exact ε*), the residual variance is Theorem 1's σ*² and the checker confirms it; claiming the
+    exact predictor for an imperfect model's R fails at every step, naming both numbers."""
+    omg = DATA4.one_minus_gamma(S1000)
+    rep = assert_residual_variance_optimal(S1000, ET10, None, omg, eta=eta, one_minus_gamma=omg)
+    np.testing.assert_array_equal(rep.sigma_sq, rep.sigma_sq_theorem1)
+    method = "analytic-ddpm" if eta is None else "analytic-ddim"
+    theorem1 = adpm.reverse_variances(S1000, ET10, method, one_minus_gamma=omg, eta=eta or 0.0, data_range=None)
+    assert_residual_variance_optimal(S1000, ET10, theorem1.sigma_sq, omg, eta=eta, one_minus_gamma=omg)
+    # Γ instead of 1 − Γ: the same within the digits Γ keeps
+    assert_residual_variance_optimal(S1000, ET10, None, omg, eta=eta, gamma=DATA4.gamma(S1000), rtol=1e-6)
+    _, R, _ = _imperfect()
+    with pytest.raises(AssertionError, match=r"at 10 of 10|10 finding\(s\)") as exc:
+        assert_residual_variance_optimal(S1000, ET10, None, R, eta=eta, one_minus_gamma=omg)
+    assert "differs from Theorem 1's σ*² = λ² + g²(1 − Γ_t)" in str(exc.value)
+    assert "for the exact predictor R_t = 1 − Γ_t" in str(exc.value)
+
+
+def test_residual_checker_ddim_eta0_and_bad_arguments():
+    _, R, _ = _imperfect()
+    rep = assert_residual_variance_optimal(S1000, ET10, None, R, eta=0.0)  # λ² = 0: the KL is undefined everywhere
+    assert not rep.kl_defined.any() and "checked on 0 of 10" in rep.describe_family()
+    sig = rep.sigma_sq.copy()
+    sig[5] *= 2
+    with pytest.raises(AssertionError, match=r"step k = 6 .*off by"):  # the formula is still checked
+        assert_residual_variance_optimal(S1000, ET10, sig, R, eta=0.0)
+    old = adpm.GammaEstimate(gamma=1 - R, stderr=np.zeros_like(R), num_samples=1, timesteps=np.arange(1, 1001),
+                             config={})
+    with pytest.raises(ValueError, match="GammaEstimate passed as residual has no 'residual'.*rerun estimate_gamma"):
+        assert_residual_variance_optimal(S1000, ET10, None, old)
+    est = adpm.GammaEstimate(gamma=1 - R, stderr=np.zeros_like(R), num_samples=1, timesteps=np.arange(1, 1001),
+                             config={}, residual=R, residual_stderr=np.zeros_like(R), one_minus_gamma=R,
+                             one_minus_gamma_stderr=np.zeros_like(R))
+    np.testing.assert_array_equal(assert_residual_variance_optimal(S1000, ET10, None, est).residual_t, R[ET10[1:]])
+    with pytest.raises(ValueError, match="cannot be negative"):
+        assert_residual_variance_optimal(S1000, ET10, None, -R)
+    with pytest.raises(ValueError, match=r"residual must have shape \(N\+1,\) = \(1001,\)"):
+        assert_residual_variance_optimal(S1000, ET10, None, R[1:])
+    with pytest.raises(ValueError, match="factors must be a non-empty list of positive numbers other than 1"):
+        assert_residual_variance_optimal(S1000, ET10, None, R, factors=(0.9, 1.0))
+    with pytest.raises(ValueError, match="not both"):
+        assert_residual_variance_optimal(S1000, ET10, None, R, gamma=1 - R, one_minus_gamma=R)
+    with pytest.raises(ValueError, match="K = 10 values"):
+        assert_residual_variance_optimal(S1000, ET10, np.ones(11), R)
+
+
+@settings(max_examples=40, deadline=None)
+@given(adst.schedule_and_trajectory(schedules=adst.schedules()), st.sampled_from(adst.RESIDUAL_KINDS), adst.etas(),
+       st.booleans(), st.data())
+@example(N1, "any", 0.5, True, None).via("N = 1")
+@example(BETA_NEAR_1, "above_one", 1.0, False, None).via("β near 1")
+def test_library_residual_variances_pass_the_checker(sched_traj, kind, eta, ddim, data):
+    """Property: on any schedule, trajectory and R >= 0 (above 1 and tiny included), the library's residual
+    variance is λ² + g²R_t and the expected-KL minimiser; with R in [0, 1] taken as 1 − Γ, it is Theorem 1's."""
+    sched, traj = sched_traj
+    if data is None:
+        R = np.r_[0.0, np.linspace(0.0, 3.0, sched.N)]
+    else:
+        R, _ = data.draw(adst.residual_vectors(sched.N, kind))
+    e = eta if ddim else None
+    rep = assert_residual_variance_optimal(sched, traj, None, R, eta=e, data_range=1)
+    if kind == "exact" or R.max() <= 1.0:
+        assert_residual_variance_optimal(sched, traj, None, R, eta=e, one_minus_gamma=R)
+    b = variance_bounds_report(sched, traj, rep.sigma_sq, eta=e, data_range=1, residual=R)
+    np.testing.assert_array_equal(b.sigma_sq_residual, rep.sigma_sq)
+    np.testing.assert_array_equal(b.residual_outside_bounds, b.outside)  # σ² is the residual variance itself
+
+
+def test_variance_bounds_report_shows_the_residual_variance():
+    """variance_bounds_report(..., residual=R): the residual variance beside any σ², flagged where it leaves the
+    bounds, never part of ok; the custom-λ² path gives the same numbers as the DDIM family."""
+    _, R, _ = _imperfect()
+    large = adpm.reverse_variances(S1000, ET10, "ddpm-large", data_range=None).sigma_sq
+    rep = variance_bounds_report(S1000, ET10, large, data_range=1, residual=R)
+    v = adpm.reverse_variances(S1000, ET10, "residual-ddpm", residual=R, data_range=(-1, 1))
+    assert rep.ok and rep.residual_outside_bounds.any()
+    np.testing.assert_array_equal(rep.sigma_sq_residual, v.sigma_sq)
+    np.testing.assert_array_equal(rep.residual_outside_bounds, v.outside_bounds)
+    table = rep.format_table()
+    assert "σ² (R)" in table and "!" in table and "for the optimal mean only" in table
+    note = rep.format_residual_note()
+    assert note.startswith("note: the residual variance λ² + g²R_t leaves Theorem 2's bounds") and "k = 10" in note
+    d = rep.to_dict()
+    assert d["num_residual_outside"] == int(v.outside_bounds.sum()) and d["steps"][-1]["residual_outside_bounds"]
+    ddim = adpm.reverse_variances(S1000, ET10, "residual-ddim", residual=R, eta=0.4, data_range=(-1, 1))
+    custom = variance_bounds_report(S1000, ET10, large, lambda_sq=ddim.lambda_sq, data_range=1, residual=R)
+    np.testing.assert_allclose(custom.sigma_sq_residual, ddim.sigma_sq, rtol=1e-12)
+    assert variance_bounds_report(S1000, ET10, large).format_residual_note() == ""
+
+
+def _library_residual_sampler(method, **kw):
+    def sampler(eps_model, schedule, trajectory, num_samples, seed):
+        return adpm.sample(eps_model, schedule, trajectory, method, num_samples=num_samples, shape=(DATA4.dim,),
+                           data_range=None, seed=seed, progress=False, **kw)
+
+    return sampler
+
+
+def test_sampler_checker_with_an_imperfect_model_and_the_residual_variance():
+    """The residual-ddpm sampler with an imperfect model matches the exact distribution of that model's chain; the
+    same model with Theorem 1's variance from its Γ̂, or the exact ε* in place of the model, does not."""
+    model, R, omg_hat = _imperfect(schedule=S200)
+    tr = adpm.even_trajectory(S200.N, 5)
+    res = assert_sampler_matches_exact(_library_residual_sampler("residual-ddpm", residual=R), DATA4, S200, tr,
+                                       "residual-ddpm", eps_model=model)
+    assert res.max_abs_z < res.threshold
+    np.testing.assert_array_equal(res.exact.variances.residual, R[tr[1:]])  # the model's exact R by default
+    with pytest.warns(RuntimeWarning, match="outside"):
+        wrong_var = _library_residual_sampler("analytic-ddpm", one_minus_gamma=omg_hat)
+        with pytest.raises(AssertionError, match=r"differs from the exact generated distribution of 'residual-ddpm'"):
+            assert_sampler_matches_exact(wrong_var, DATA4, S200, tr, "residual-ddpm", eps_model=model)
+
+    def wrong_model(eps_model, schedule, trajectory, num_samples, seed):
+        return _library_residual_sampler("residual-ddpm", residual=R)(DATA4.eps_model(schedule), schedule,
+                                                                       trajectory, num_samples, seed)
+
+    with pytest.raises(AssertionError, match=r"mean\[\d\]"):
+        assert_sampler_matches_exact(wrong_model, DATA4, S200, tr, "residual-ddpm", eps_model=model)
+    # with the exact ε* the residual method is Analytic-DDIM's chain (R = 1 − Γ)
+    assert_sampler_matches_exact(_library_residual_sampler("residual-ddim", residual=DATA4.one_minus_gamma(S200),
+                                                           eta=0.5),
+                                 DATA4, S200, tr, "residual-ddim", eta=0.5, num_samples=8000)
+
+
 # ====================================================================================== strategies
 @given(adst.schedule_and_trajectory(schedules=adst.schedules()))
 @example(N1).via("N = 1")
@@ -301,6 +496,31 @@ def test_strategies_reach_the_edge_cases():
     assert _find(adst.gamma_vectors(5), lambda gs: gs[0][1:].max() == 1.0)[0].max() == 1.0  # Γ = 1 exactly
     assert _find(adst.gamma_vectors(5), lambda gs: gs[0][1:].min() == 0.0)[0][1:].min() == 0.0  # Γ = 0 exactly
     assert _find(adst.gamma_vectors(100), lambda gs: gs[0].max() == 1.0)[0].max() == 1.0  # the large-N path too
+
+
+@given(st.integers(1, 200), st.sampled_from(adst.RESIDUAL_KINDS), st.data())
+def test_residual_vectors_are_what_they_claim(N, kind, data):
+    R, se = data.draw(adst.residual_vectors(N, kind, max_value=4.0, max_relative_stderr=0.1))
+    assert R.shape == se.shape == (N + 1,) and R[0] == 0.0 == se[0]
+    assert np.all(R >= 0) and np.all(R <= 4.0) and np.all((se >= 0) & (se <= 0.1 * R + 1e-300))
+    if kind == "exact":
+        assert R.max() <= 1.0
+    if kind == "above_one":
+        assert R.max() > 1.0
+    if kind == "tiny":
+        assert np.all((R[1:] >= adst.RESIDUAL_TINY) & (R[1:] <= 1e-3))
+    adpm.reverse_variances(adpm.Schedule.linear(N, 0.01, 0.5), np.arange(N + 1), "residual-ddpm", residual=R)
+
+
+def test_residual_vectors_reach_the_edge_cases():
+    rv = adst.residual_vectors
+    assert _find(rv(5), lambda r: r[0][1:].min() == 0.0)[0][1:].min() == 0.0  # R = 0 exactly
+    assert _find(rv(5), lambda r: r[0].max() == 1.0)[0].max() == 1.0  # R = 1 exactly (eq. 11 itself)
+    assert _find(rv(5), lambda r: r[0].max() > 2.0)[0].max() > 2.0  # well above 1
+    assert _find(rv(5), lambda r: 0 < r[0][1:].min() < 1e-10)[0][1:].min() < 1e-10  # tiny
+    assert _find(rv(100), lambda r: r[0].max() > 2.0 and 0 < r[0][1:].min() < 1e-10) is not None  # large-N path
+    with pytest.raises(ValueError, match="kind must be one of"):
+        _find(rv(3, "negative"), lambda r: True)
 
 
 def traj_is_full(pair):
@@ -397,6 +617,44 @@ def test_cli_reports_steps_outside_the_bounds(tmp_path, capsys):
                            str(tmp_path / "ok.npz"), "--data-range", "-1", "1", "--all"])
     out = capsys.readouterr().out
     assert rc == 0 and "upper eq.12" in out and "min(eq. 11, eq. 12)" in out
+
+
+def test_cli_with_residual(tmp_path, capsys):
+    """--residual FILE (a GammaEstimate with R̂, or an array) adds the residual variance and a note where it leaves
+    the bounds, without changing the exit status; a file from before R̂ existed is refused with the fix (exit 2)."""
+    _write_files(tmp_path)
+    _, R, omg_hat = _imperfect()
+    est = adpm.GammaEstimate(gamma=1 - omg_hat, stderr=np.zeros_like(R), num_samples=1, timesteps=np.arange(1, 1001),
+                             config={"source": "exact"}, residual=R, residual_stderr=np.zeros_like(R),
+                             one_minus_gamma=omg_hat, one_minus_gamma_stderr=np.zeros_like(R))
+    est.save(tmp_path / "est.npz")
+    base = ["check-variances", "--trajectory", "even:10", "--variances", str(tmp_path / "ok.npy"), "--data-range", "1"]
+    png = tmp_path / "res.png"
+    rc = cv_main(base + ["--residual", str(tmp_path / "est.npz"), "--all", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "OK: all 10 steps lie within" in out and "σ² (R)" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "note: the residual variance λ² + g²R_t leaves Theorem 2's bounds" in out and "not a failure" in out
+    v = adpm.reverse_variances(S1000, ET10, "residual-ddpm", residual=R, data_range=(-1, 1))
+    rc = cv_main(base + ["--residual", str(tmp_path / "est.npz"), "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rep["num_residual_outside"] == int(v.outside_bounds.sum()) > 0
+    assert [st_["sigma_sq_residual"] for st_ in rep["steps"]] == pytest.approx(v.sigma_sq.tolist(), rel=1e-15)
+    # a plain array of R_n (N values, n = 1..N) and the same through the main CLI
+    np.save(tmp_path / "R.npy", R[1:])
+    rc = adpm_main(base + ["--residual", str(tmp_path / "R.npy"), "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["num_residual_outside"] == rep["num_residual_outside"]
+    rep2 = check_variance_file(tmp_path / "ok.npy", schedule=S1000, trajectory="even:10", data_range=1, residual=est)
+    np.testing.assert_array_equal(rep2.sigma_sq_residual, v.sigma_sq)
+    # an old GammaEstimate file: no residual
+    adpm.GammaEstimate(gamma=est.gamma, stderr=est.stderr, num_samples=1, timesteps=est.timesteps,
+                       config={}).save(tmp_path / "old.npz")
+    assert cv_main(base + ["--residual", str(tmp_path / "old.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "is a GammaEstimate without 'residual'" in err and "older version" in err and "Rerun estimate_gamma" in err
+    np.save(tmp_path / "neg.npy", -R)
+    assert cv_main(base + ["--residual", str(tmp_path / "neg.npy")]) == 2
+    assert "cannot be negative" in capsys.readouterr().err
 
 
 def test_cli_with_gamma_and_as_a_function(tmp_path, capsys):

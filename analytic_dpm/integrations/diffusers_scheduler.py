@@ -1,8 +1,9 @@
 """Analytic-DPM as a diffusers scheduler (P §3–§4; facts file §3.3, §3.4, §5.1).
 
 :class:`AnalyticDPMScheduler` runs this library's reverse chain inside diffusers pipelines. It holds a forward
-:class:`~analytic_dpm.schedules.Schedule`, Γ (noise form, E‖ε̂_n‖²/d), one of the five methods ('analytic-ddpm',
-'analytic-ddim', 'ddpm-large', 'ddpm-small', 'ddim') and a trajectory, and takes every coefficient from
+:class:`~analytic_dpm.schedules.Schedule`, the per-timestep statistic its method needs, one of the methods of
+:data:`~analytic_dpm.variance.ALL_METHODS` ('analytic-ddpm', 'analytic-ddim', 'residual-ddpm', 'residual-ddim',
+'ddpm-large', 'ddpm-small', 'ddim') and a trajectory, and takes every coefficient from
 :func:`analytic_dpm.sampling.coefficient_table`; :meth:`~AnalyticDPMScheduler.step` is the library's own one-step
 update (the function :func:`analytic_dpm.sampling.sample` runs), so the two give the same numbers::
 
@@ -14,6 +15,24 @@ update (the function :func:`analytic_dpm.sampling.sample` runs), so the two give
     pipe = DDPMPipeline(unet=unet, scheduler=sched)          # not DDIMPipeline: it swaps in a DDIMScheduler
     images = pipe(batch_size=16, num_inference_steps=10).images
 
+Statistics. The analytic methods use Theorem 1, σ*² = λ² + g²(1 − Γ_t), from ``gamma`` (Γ_n = E‖ε̂_n‖²/d) or
+from ``one_minus_gamma`` (1 − Γ_n given directly, e.g. ``GammaEstimate.one_minus_gamma``, which keeps its digits where
+Γ_n is near 1). The residual methods use σ² = λ² + g²R_t with the residual R_n = E‖ε − ε̂_n‖²/d of the network's own
+mean (``theory`` entry ``residual-variance``): the maximum-likelihood variance for the mean the sampler actually has,
+never clipped, reported in ``scheduler.table.variances.outside_bounds`` where it leaves Theorem 2's interval.
+:func:`~analytic_dpm.gamma.estimate_gamma` returns all three from the same network calls; a
+:class:`~analytic_dpm.gamma.GammaEstimate` passed as ``gamma`` supplies its ``residual`` to a residual method::
+
+    est = adpm.estimate_gamma(unet_eps_model(unet), schedule, data)
+    sched = AnalyticDPMScheduler.from_schedule(schedule, gamma=est, method="residual-ddpm", num_inference_steps=10)
+    sched = AnalyticDPMScheduler.from_schedule(schedule, residual=est.residual, method="residual-ddim", eta=0.0,
+                                               trajectory=adpm.optimal_trajectory(schedule, None, 10,
+                                                                                  residual=est.residual))
+
+All three are stored in the JSON config (lists, null where not estimated), so ``save_pretrained``/``from_pretrained``
+round-trip them; a statistic the method does not use is kept but ignored (as Γ is for the baselines), so
+``from_config(sched.config, method=...)`` can switch between methods.
+
 Timesteps. The paper numbers the noisy states n = 1..N; diffusers numbers them t = n − 1 = 0..N−1 (its
 ``alphas_cumprod[t]`` is the paper's ᾱ_{t+1}) and feeds the network t. So for a trajectory [0, τ_1, …, τ_K]
 ``scheduler.timesteps`` is [τ_K − 1, …, τ_1 − 1], and the matching ε-model for this library's functions is
@@ -22,7 +41,7 @@ Timesteps. The paper numbers the noisy states n = 1..N; diffusers numbers them t
 Analytic-DDIM. The DDIM-family mean is √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂ with λ² = η²β̃_{s|t}, while the noise added has
 the Analytic-DDIM variance σ*² = λ² + g²(1 − Γ_t) (Theorem 1), not λ²: the mean and the noise get different variances.
 diffusers' DDIM step ties both to η, so it cannot express this; the table here carries them separately
-(``coef_eps`` and ``noise_scale``).
+(``coef_eps`` and ``noise_scale``). Residual-DDIM is the same with σ² = λ² + g²R_t.
 
 Noise. A diffusers ``torch.Generator`` (or ``variance_noise=``) works as in other schedulers. To reproduce
 :func:`analytic_dpm.sampling.sample` exactly, pass a :class:`SeededNoise` as ``generator``: it draws the start
@@ -59,7 +78,7 @@ from ..models.protocol import TorchEpsModel, eps_from_prediction
 from ..posterior import check_eta, family_of
 from ..schedules import Schedule
 from ..trajectories import ddim_stride_trajectory, even_trajectory, quadratic_trajectory, validate_trajectory
-from ..variance import ANALYTIC_METHODS, METHODS
+from ..variance import ALL_METHODS, ANALYTIC_METHODS, RESIDUAL_METHODS
 
 #: ``trajectory_type`` values: how :meth:`AnalyticDPMScheduler.set_timesteps` spaces K steps when no trajectory
 #: is fixed. 'even' is the paper's ET (App. F.4, always contains 1 and N).
@@ -82,30 +101,60 @@ class AnalyticDPMSchedulerOutput(BaseOutput):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _gamma_array(gamma, N: int):
-    """Γ as a float64 array (N+1,) (NaN where not estimated) from an array, a list with None, or a GammaEstimate."""
-    if gamma is None:
+#: what each per-timestep statistic is, for error messages
+_STAT_MEANING = {
+    "gamma": "Γ_n = E‖ε̂_n(x_n)‖²/d",
+    "one_minus_gamma": "1 − Γ_n (e.g. GammaEstimate.one_minus_gamma)",
+    "residual": "R_n = E‖ε − ε̂_n(x_n)‖²/d (GammaEstimate.residual)",
+}
+
+
+def _per_timestep_array(name: str, value, N: int):
+    """``gamma``, ``one_minus_gamma`` or ``residual`` as a read-only float64 array (N+1,) (NaN where not estimated)
+    from an array, a tensor, a list with None, or a GammaEstimate (its field of that name). None stays None."""
+    if value is None:
         return None
-    if isinstance(gamma, GammaEstimate):
-        arr = np.array(gamma.gamma, dtype=np.float64)
+    meaning = _STAT_MEANING[name]
+    if isinstance(value, GammaEstimate):
+        field = getattr(value, name)
+        if field is None:
+            raise ValueError(
+                f"the GammaEstimate passed for {name} has no {name!r} field (saved by an older version of "
+                f"analytic_dpm, or built from Γ alone). Rerun estimate_gamma(...), which returns {meaning} from the "
+                "same network evaluations, or pass the array directly."
+            )
+        arr = np.array(field, dtype=np.float64)
     else:
-        if _is_torch(gamma):
-            gamma = gamma.detach().cpu().numpy()
-        if isinstance(gamma, (list, tuple)):
-            gamma = [np.nan if v is None else v for v in gamma]
+        if _is_torch(value):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, (list, tuple)):
+            value = [np.nan if v is None else v for v in value]
         try:
-            arr = np.array(gamma, dtype=np.float64)
+            arr = np.array(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(f"gamma must be an array of shape (N+1,) = ({N + 1},), a list, or a GammaEstimate; got "
-                            f"{type(gamma).__name__}.") from None
+            raise TypeError(f"{name} must be an array of shape (N+1,) = ({N + 1},) holding {meaning}, a list, or a "
+                            f"GammaEstimate; got {type(value).__name__}.") from None
     if arr.shape != (N + 1,):
         raise ValueError(
-            f"gamma must have shape (N+1,) = ({N + 1},) for num_train_timesteps = {N} (index = the paper's timestep "
+            f"{name} must have shape (N+1,) = ({N + 1},) for num_train_timesteps = {N} (index = the paper's timestep "
             f"n = 1..N, index 0 unused); got shape {arr.shape}. Use estimate_gamma(...) or pad a length-N array "
             "with a leading 0."
         )
+    if name == "residual":
+        neg = np.flatnonzero(arr < 0.0)  # NaN (not estimated) compares False
+        if neg.size:
+            raise ValueError(
+                f"residual R_n = E‖ε − ε̂_n‖²/d is a mean of squares and must be >= 0; got {_show(arr[neg])} at "
+                f"n = {_show(neg)}. Pass GammaEstimate.residual (not the control-variate one_minus_gamma, which "
+                "may be slightly negative)."
+            )
     arr.setflags(write=False)
     return arr
+
+
+def _gamma_array(gamma, N: int):
+    """Γ as a float64 array (N+1,) (NaN where not estimated) from an array, a list with None, or a GammaEstimate."""
+    return _per_timestep_array("gamma", gamma, N)
 
 
 def _is_torch(x) -> bool:
@@ -218,7 +267,8 @@ def unet_eps_model(unet, schedule: Schedule | None = None, prediction_type: str 
 # ---------------------------------------------------------------------------------------------------- scheduler
 class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
     """Analytic-DPM (Bao et al., ICLR 2022) as a diffusers scheduler: optimal reverse variances from Γ (Theorem 1),
-    clipped to Theorem 2's bounds, on any trajectory, plus the DDPM/DDIM baselines.
+    clipped to Theorem 2's bounds, or the residual variance λ² + g²R for the network's own mean, on any trajectory,
+    plus the DDPM/DDIM baselines.
 
     Build it with :meth:`from_schedule` from this library's objects, or with ``from_config(ddpm_scheduler.config,
     gamma=..., method=...)`` from a diffusers pipeline (the β then match diffusers' float32 ones exactly).
@@ -228,11 +278,14 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         beta_start, beta_end, beta_schedule: diffusers' schedule description, used when ``trained_betas`` is None
             (β built by diffusers' own code: 'linear', 'scaled_linear', 'squaredcos_cap_v2', 'sigmoid').
         trained_betas: β_1..β_N (float64, kept exactly); :meth:`from_schedule` fills it.
-        method: 'analytic-ddpm', 'analytic-ddim', 'ddpm-large', 'ddpm-small' or 'ddim'.
+        method: one of :data:`~analytic_dpm.variance.ALL_METHODS`: 'analytic-ddpm', 'analytic-ddim' (Theorem 1),
+            'residual-ddpm', 'residual-ddim' (σ² = λ² + g²R_t), 'ddpm-large', 'ddpm-small' or 'ddim'.
         gamma: Γ_n = E‖ε̂_n(x_n)‖²/d, shape (N+1,) indexed by the paper's n (index 0 unused; None/NaN where not
-            estimated), an array, list or :class:`~analytic_dpm.gamma.GammaEstimate`. Required by analytic methods
-            at the trajectory's timesteps.
-        eta: DDIM η (DDIM family only): λ² = η²β̃ in the mean; Analytic-DDIM's noise variance comes from Γ.
+            estimated), an array, list or :class:`~analytic_dpm.gamma.GammaEstimate`. The analytic methods need it
+            (or ``one_minus_gamma``) at the trajectory's timesteps; for a residual method a GammaEstimate here
+            supplies its ``residual`` when ``residual`` is None.
+        eta: DDIM η (DDIM family only): λ² = η²β̃ in the mean; the noise variance of Analytic-DDIM comes from Γ,
+            that of Residual-DDIM from R.
         trajectory: a fixed trajectory [0, τ_1, …, τ_K] in the paper's numbering (e.g. from
             :func:`~analytic_dpm.optimal_trajectory`); then ``set_timesteps`` needs K or nothing.
         trajectory_type: spacing used by ``set_timesteps(K)`` without a fixed trajectory: 'even' (the paper's ET,
@@ -242,6 +295,12 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         clip_variance: clip the analytic σ² into Theorem 2's bounds (``clip`` of :func:`coefficient_table`).
         clip_sigma_pixel: y of the sampling-only clip σ² ≤ (y·(2/255)·√(π/2))² on the step into τ_1 (App. F.2).
         prediction_type: what the network outputs: 'epsilon', 'sample' (x_0) or 'v_prediction'.
+        residual: R_n = E‖ε − ε̂_n(x_n)‖²/d of the network's own mean, shape (N+1,) like ``gamma`` (values >= 0, may
+            exceed 1), an array, list or GammaEstimate (its ``residual``). Required by the residual methods (here or
+            through a GammaEstimate ``gamma``); σ² = λ² + g²R_t is never clipped to Theorem 2's bounds.
+        one_minus_gamma: 1 − Γ_n given directly for the analytic methods, instead of ``gamma`` (not both): e.g.
+            ``GammaEstimate.one_minus_gamma`` or a toy's exact ``data.one_minus_gamma(schedule)``, which keep their
+            digits where Γ_n is near 1. Values outside [0, 1] are clipped into it with a warning, as Γ is.
     """
 
     order = 1
@@ -265,15 +324,17 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         clip_variance: bool = True,
         clip_sigma_pixel: float | None = None,
         prediction_type: str = "epsilon",
+        residual=None,
+        one_minus_gamma=None,
     ):
         N = as_int("num_train_timesteps", num_train_timesteps, minimum=1, fix="It is N, e.g. 1000.")
-        choice("method", method, METHODS)
+        choice("method", method, ALL_METHODS)
         choice("trajectory_type", trajectory_type, tuple(TRAJECTORY_TYPES))
         choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
         eta = check_eta(eta)
         if family_of(method) == "ddpm" and eta != 0.0:
-            raise ValueError(f"eta applies to the DDIM family only ('ddim', 'analytic-ddim'); got eta = {eta} with "
-                             f"method {method!r}. Leave eta at 0 or pick a DDIM method.")
+            raise ValueError(f"eta applies to the DDIM family only ('ddim', 'analytic-ddim', 'residual-ddim'); got "
+                             f"eta = {eta} with method {method!r}. Leave eta at 0 or pick a DDIM method.")
         for nm, v in (("clip_sample", clip_sample), ("clip_variance", clip_variance)):
             if not isinstance(v, (bool, np.bool_)):
                 raise TypeError(f"{nm} must be True or False; got {v!r}.")
@@ -301,13 +362,41 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
                 name=f"diffusers-{beta_schedule}(N={N})")
 
         g = _gamma_array(gamma, N)
-        if method in ANALYTIC_METHODS and g is None:
+        omg = _per_timestep_array("one_minus_gamma", one_minus_gamma, N)
+        if residual is None and method in RESIDUAL_METHODS and isinstance(gamma, GammaEstimate):
+            if gamma.residual is None:
+                raise ValueError(
+                    f"method {method!r} takes residual R_n = E‖ε − ε̂_n‖²/d from the GammaEstimate passed as gamma, "
+                    "but that estimate has no 'residual' (saved by an older version of analytic_dpm, or built from "
+                    "Γ alone). Rerun estimate_gamma(...), which returns it from the same network evaluations, or "
+                    "pass residual= directly."
+                )
+            residual = gamma  # a GammaEstimate supplies its residual to the residual methods
+        res = _per_timestep_array("residual", residual, N)
+        if method in ANALYTIC_METHODS:
+            if g is None and omg is None:
+                hint = (" A residual was given: for the network's own mean pick method='residual-ddpm' or "
+                        "'residual-ddim'." if res is not None else "")
+                raise ValueError(
+                    f"method {method!r} needs gamma, Γ_n = E‖ε̂_n(x_n)‖²/d of shape (N+1,) = ({N + 1},), or "
+                    "one_minus_gamma = 1 − Γ_n. Estimate it with estimate_gamma(unet_eps_model(unet), schedule, "
+                    "data) or pick a baseline method ('ddpm-large', 'ddpm-small', 'ddim')." + hint
+                )
+            if g is not None and omg is not None:
+                raise ValueError(
+                    f"method {method!r} got both gamma and one_minus_gamma; they describe the same quantity, so pass "
+                    "one of them (one_minus_gamma = 1 − Γ keeps its digits where Γ is near 1), e.g. gamma=None."
+                )
+        if method in RESIDUAL_METHODS and res is None:
             raise ValueError(
-                f"method {method!r} needs gamma, Γ_n = E‖ε̂_n(x_n)‖²/d of shape (N+1,) = ({N + 1},). Estimate it with "
-                "estimate_gamma(unet_eps_model(unet), schedule, data) or pick a baseline method ('ddpm-large', "
-                "'ddpm-small', 'ddim')."
+                f"method {method!r} needs residual, R_n = E‖ε − ε̂_n(x_n)‖²/d of shape (N+1,) = ({N + 1},) (values "
+                ">= 0): estimate_gamma(unet_eps_model(unet), schedule, data) returns it as GammaEstimate.residual; "
+                "pass residual=estimate.residual or the estimate itself as gamma=. For Theorem 1 with Γ pick "
+                "'analytic-ddpm'/'analytic-ddim'."
             )
         self.gamma = g
+        self.one_minus_gamma = omg
+        self.residual = res
         fixed = None
         if trajectory is not None:
             fixed = validate_trajectory(np.asarray(trajectory), N)
@@ -316,6 +405,8 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         self.register_to_config(
             trained_betas=None if trained_betas is None else self.schedule.beta[1:].tolist(),
             gamma=None if g is None else _json_list(g),
+            one_minus_gamma=None if omg is None else _json_list(omg),
+            residual=None if res is None else _json_list(res),
             trajectory=None if fixed is None else [int(v) for v in fixed],
             data_range=None if data_range is None else list(data_range),
             eta=eta, clip_sigma_pixel=clip_sigma_pixel,
@@ -337,13 +428,17 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
     # ------------------------------------------------------------------ construction from this library's objects
     @classmethod
     def from_schedule(cls, schedule: Schedule, gamma=None, method: str = "analytic-ddpm", trajectory=None,
-                      num_inference_steps: int | None = None, **kwargs) -> "AnalyticDPMScheduler":
-        """A scheduler for this library's ``schedule`` (its β stored exactly), Γ, method and trajectory.
+                      num_inference_steps: int | None = None, *, residual=None, one_minus_gamma=None,
+                      **kwargs) -> "AnalyticDPMScheduler":
+        """A scheduler for this library's ``schedule`` (its β stored exactly), statistic, method and trajectory.
 
-        ``gamma``: array (N+1,) or :class:`~analytic_dpm.gamma.GammaEstimate`. ``trajectory``: [0, τ_1, …, τ_K]
-        (an :class:`~analytic_dpm.optimal_trajectory.OptimalTrajectory` works), or ``num_inference_steps`` = K for
-        the spacing ``trajectory_type`` (default the paper's even trajectory). Other keyword arguments are those of
-        the constructor (eta, clip_sample, data_range, clip_variance, clip_sigma_pixel, prediction_type, ...).
+        ``gamma``: array (N+1,) or :class:`~analytic_dpm.gamma.GammaEstimate` (which also supplies ``residual`` to
+        'residual-ddpm'/'residual-ddim'). ``residual``: R_n = E‖ε − ε̂_n‖²/d (N+1,) for the residual methods;
+        ``one_minus_gamma``: 1 − Γ_n (N+1,) for the analytic methods instead of ``gamma``. ``trajectory``:
+        [0, τ_1, …, τ_K] (an :class:`~analytic_dpm.optimal_trajectory.OptimalTrajectory` works), or
+        ``num_inference_steps`` = K for the spacing ``trajectory_type`` (default the paper's even trajectory). Other
+        keyword arguments are those of the constructor (eta, clip_sample, data_range, clip_variance,
+        clip_sigma_pixel, prediction_type, ...).
         """
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be an analytic_dpm Schedule; got {type(schedule).__name__}. Build one "
@@ -351,7 +446,8 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         if trajectory is not None and num_inference_steps is not None:
             raise ValueError("pass either trajectory=[0, τ_1, …, τ_K] or num_inference_steps=K, not both.")
         sched = cls(num_train_timesteps=schedule.N, trained_betas=np.array(schedule.beta[1:]), gamma=gamma,
-                    method=method, trajectory=None if trajectory is None else np.asarray(trajectory), **kwargs)
+                    method=method, trajectory=None if trajectory is None else np.asarray(trajectory),
+                    residual=residual, one_minus_gamma=one_minus_gamma, **kwargs)
         # keep the caller's Schedule object itself: identical for β-built schedules, exact for the others too
         sched.schedule = schedule
         if trajectory is not None:
@@ -369,13 +465,21 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
     def set_trajectory(self, trajectory, device=None):
         """Use the trajectory [0, τ_1, …, τ_K] (paper's numbering, n = 1..N); ``timesteps`` becomes τ_K − 1, …, τ_1 − 1.
 
-        Builds the float64 coefficient table with :func:`~analytic_dpm.sampling.coefficient_table`.
+        Builds the float64 coefficient table with :func:`~analytic_dpm.sampling.coefficient_table`, passing the
+        statistic the method uses: ``gamma`` or ``one_minus_gamma`` (analytic methods), ``residual`` (residual
+        methods), none (baselines). A statistic missing (NaN) at a timestep of the trajectory raises ValueError.
         """
         cfg = self.config
         traj = validate_trajectory(np.asarray(trajectory), self.schedule.N)
+        stats = {}
+        if cfg.method in ANALYTIC_METHODS:
+            stats = ({"gamma": self.gamma} if self.one_minus_gamma is None
+                     else {"one_minus_gamma": self.one_minus_gamma})
+        elif cfg.method in RESIDUAL_METHODS:
+            stats = {"residual": self.residual}
         self.table = sampling.coefficient_table(
-            self.schedule, traj, cfg.method, gamma=self.gamma, eta=cfg.eta, data_range=self._data_range,
-            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel,
+            self.schedule, traj, cfg.method, eta=cfg.eta, data_range=self._data_range,
+            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel, **stats,
         )
         self._index = {int(t) - 1: i for i, t in enumerate(self.table.t.tolist())}
         self.num_inference_steps = self.table.K

@@ -5,7 +5,8 @@ averaged over data, a handcrafted rule's), report which steps fall outside λ² 
 much, as a table or JSON, optionally with a plot::
 
     python -m analytic_dpm.testing check-variances --schedule linear --N 1000 --trajectory even:10 \\
-        --variances sigma_sq.npy [--gamma gamma.npz] [--data-range 1] [--eta 0.5] [--plot out.png] [--json]
+        --variances sigma_sq.npy [--gamma gamma.npz] [--residual gamma.npz] [--data-range 1] [--eta 0.5] \\
+        [--plot out.png] [--json]
 
 (also ``python -m analytic_dpm check-variances …``). Exit status: 0 when every step is within the bounds, 1 when some
 fall outside, 2 for bad input (unreadable file, wrong length, …).
@@ -23,6 +24,11 @@ Files (``.npy``, ``.npz``, ``.csv``, ``.txt``; never unpickled):
 ``full`` (K = N), a comma list ``1,101,201,…`` (with or without the leading 0) or a file of timesteps.
 ``--gamma``: a file written by ``GammaEstimate.save`` or an array of Γ_n (shape (N+1,), or (N,) for n = 1..N); adds
 Theorem 1's σ*² to the report for comparison.
+``--residual``: a ``GammaEstimate.save`` file (its ``residual`` R̂_n = mean ‖ε − ε̂_n‖²/d; files saved before it existed
+are refused with the fix) or an array of R_n (``.npz`` key ``residual``); adds the residual variance λ² + g²R_t, the
+variance for the network's own mean (methods 'residual-ddpm'/'residual-ddim'), and notes the steps where it leaves
+Theorem 2's bounds. That is information, not a failure: the bounds hold for the optimal mean only, so it does not
+change the exit status. The same file may be given to ``--gamma`` and ``--residual``.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ Exit status: 0 all steps within, 1 some outside, 2 bad input.
 
 Files (.npy, .npz, .csv, .txt; never unpickled): one column of K values, σ² for the transitions
 (τ_{k-1}, τ_k), k = 1..K, in increasing t (--descending: decreasing t); or two columns t, sigma_sq
-(a header line is allowed), which also give the trajectory when --trajectory is left out."""
+(a header line is allowed), which also give the trajectory when --trajectory is left out.
+--residual adds the residual variance λ² + g²R_t (network's own mean) and notes where it leaves
+the bounds; that never changes the exit status (Theorem 2 holds for the optimal mean only)."""
 _TRAJ_KINDS = {"even": even_trajectory, "quadratic": quadratic_trajectory, "ddim-stride": ddim_stride_trajectory}
 
 
@@ -125,8 +133,20 @@ def _read_text(p: Path, name: str) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-def load_gamma(path, N: int, key: str | None = None) -> np.ndarray:
-    """Γ (shape (N+1,), index 0 = 0) from a ``GammaEstimate.save`` file or an array of length N+1 or N."""
+#: ``.npz`` keys tried for each statistic in a plain array file (a GammaEstimate file has them by name)
+_STAT_KEYS = {"gamma": ("gamma", "ms_eps"), "one_minus_gamma": ("one_minus_gamma",), "residual": ("residual",)}
+_STAT_MEANING = {"gamma": "Γ_n", "one_minus_gamma": "1 − Γ_n", "residual": "R_n = E‖ε − ε̂_n‖²/d"}
+
+
+def load_gamma(path, N: int, key: str | None = None, statistic: str = "gamma") -> np.ndarray:
+    """Γ, 1 − Γ or R (shape (N+1,), index 0 = 0) from a ``GammaEstimate.save`` file or an array of length N+1 or N.
+
+    ``statistic``: 'gamma' (Γ̂, default), 'one_minus_gamma' (the directly estimated 1 − Γ̂) or 'residual' (R̂ of the
+    network's own mean): the field of that name of a GammaEstimate file (ValueError when the file predates it), or the
+    array under ``key`` / that name in an ``.npz``, or the only column of another file.
+    """
+    if statistic not in _STAT_KEYS:
+        raise ValueError(f"statistic must be one of {tuple(_STAT_KEYS)}; got {statistic!r}.")
     p = Path(os.fspath(path))
     if p.suffix.lower() == ".npz" and p.is_file():
         with np.load(p, allow_pickle=False) as z:
@@ -134,19 +154,28 @@ def load_gamma(path, N: int, key: str | None = None) -> np.ndarray:
         if is_estimate:
             from ..gamma import GammaEstimate
 
-            g = np.asarray(GammaEstimate.load(p).gamma, dtype=np.float64)
+            est = GammaEstimate.load(p)
+            value = getattr(est, statistic)
+            if value is None:
+                raise ValueError(
+                    f"{statistic} file {str(p)!r} is a GammaEstimate without {statistic!r}: it was saved by an older "
+                    "version of analytic_dpm (or built from Γ alone). Rerun estimate_gamma(...), which returns Γ̂, "
+                    "the direct 1 − Γ̂ and R̂ from the same network evaluations, and save it again."
+                )
+            g = np.asarray(value, dtype=np.float64)
             if g.shape != (N + 1,):
-                raise ValueError(f"gamma file {str(p)!r} belongs to a schedule with N = {g.size - 1}; this check uses "
-                                 f"N = {N}.")
+                raise ValueError(f"{statistic} file {str(p)!r} belongs to a schedule with N = {g.size - 1}; this check "
+                                 f"uses N = {N}.")
             return g
-    g = load_array(p, "gamma", key=key, default_keys=("gamma", "ms_eps"))
+    g = load_array(p, statistic, key=key, default_keys=_STAT_KEYS[statistic])
     if g.ndim != 1:
-        raise ValueError(f"gamma file {str(p)!r} must hold one column Γ_n; got shape {g.shape}.")
+        raise ValueError(f"{statistic} file {str(p)!r} must hold one column {_STAT_MEANING[statistic]}; got shape "
+                         f"{g.shape}.")
     if g.size == N:
         return np.concatenate([[0.0], g])
     if g.size != N + 1:
-        raise ValueError(f"gamma file {str(p)!r} holds {g.size} values; expected N + 1 = {N + 1} (index 0 unused) or "
-                         f"N = {N} (Γ_1..Γ_N).")
+        raise ValueError(f"{statistic} file {str(p)!r} holds {g.size} values; expected N + 1 = {N + 1} (index 0 "
+                         f"unused) or N = {N} (values for n = 1..N).")
     return g
 
 
@@ -233,14 +262,17 @@ def _match_variances(arr: np.ndarray, trajectory, N: int, zero_based: bool, desc
 def check_variance_file(variances, *, schedule: str | Schedule = "linear", N: int = 1000, betas=None,
                         trajectory=None, gamma=None, eta=None, data_range=None, rtol: float = 1e-6,
                         atol: float = 0.0, zero_based: bool = False, descending: bool = False,
-                        key: str | None = None, plot=None) -> VarianceBoundsReport:
+                        key: str | None = None, plot=None, residual=None) -> VarianceBoundsReport:
     """The ``check-variances`` command as a function: read σ² (a path, or an array of K values / (K, 2) rows t, σ²),
     build the schedule and trajectory, compare with Theorem 2's bounds and optionally save a plot.
 
     ``schedule``: a :class:`Schedule`, or "linear"/"cosine" with ``N`` steps (``betas``: a file or array of β_1..β_N
     instead). ``trajectory``: an array [0, τ_1, …] or a spec string (see :func:`parse_trajectory`). ``gamma``: a path
-    or (N+1,) array, for Theorem 1's σ*² in the report. Other arguments as in
-    :func:`~analytic_dpm.testing.variance_bounds_report`. Returns the report (``report.ok``, ``report.violations()``).
+    or (N+1,) array, for Theorem 1's σ*² in the report. ``residual``: a path (a GammaEstimate file, its ``residual``;
+    or an array file of R_n), an (N+1,) array or a GammaEstimate, for the residual variance λ² + g²R_t in the report
+    (``report.sigma_sq_residual``, ``report.residual_outside_bounds``; never part of ``report.ok``). Other arguments
+    as in :func:`~analytic_dpm.testing.variance_bounds_report`. Returns the report (``report.ok``,
+    ``report.violations()``).
     """
     sched = schedule if isinstance(schedule, Schedule) else make_schedule(schedule, N, betas)
     N = sched.N
@@ -260,7 +292,10 @@ def check_variance_file(variances, *, schedule: str | Schedule = "linear", N: in
     g = None
     if gamma is not None:
         g = load_gamma(gamma, N, key=None) if isinstance(gamma, (str, os.PathLike)) else np.asarray(gamma, np.float64)
-    rep = variance_bounds_report(sched, traj, sig, eta=eta, data_range=data_range, gamma=g, rtol=rtol, atol=atol)
+    if isinstance(residual, (str, os.PathLike)):
+        residual = load_gamma(residual, N, statistic="residual")
+    rep = variance_bounds_report(sched, traj, sig, eta=eta, data_range=data_range, gamma=g, rtol=rtol, atol=atol,
+                                 residual=residual)
     if plot is not None:
         try:
             plot_variance_bounds(rep, path=plot)
@@ -291,6 +326,8 @@ def plot_variance_bounds(report: VarianceBoundsReport, path=None, ax=None, title
                         label="admissible σ² (Theorem 2)")
     if report.sigma_sq_opt is not None:
         ax.plot(t, report.sigma_sq_opt, ":", color="k", label="σ*² from Γ (Theorem 1)")
+    if report.sigma_sq_residual is not None:
+        ax.plot(t, report.sigma_sq_residual, "-.", color="C3", label="λ² + g²R (network's own mean)")
     ok = ~report.outside & pos
     ax.plot(t[ok], report.sigma_sq[ok], "o", ms=4, color="C4", label="σ² given, within")
     bad = report.outside & np.isfinite(report.sigma_sq)
@@ -319,6 +356,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--trajectory", help="even:K, quadratic:K, ddim-stride:K, full, a comma list of timesteps or a "
                                         "file (default: the t column of a two-column variances file)")
     p.add_argument("--gamma", help="Γ file (GammaEstimate.save, or N+1 / N values): adds Theorem 1's σ*² to the report")
+    p.add_argument("--residual", help="R file (GammaEstimate.save with its residual, or N+1 / N values of "
+                                      "R_n = E‖ε − ε̂_n‖²/d): adds the residual variance λ² + g²R_t (network's own "
+                                      "mean) and notes where it leaves the bounds (exit status unchanged)")
     p.add_argument("--eta", type=float, default=None, help="DDIM family with λ² = η²β̃ (default: DDPM family, λ² = β̃)")
     p.add_argument("--data-range", type=float, nargs="+", metavar="R",
                    help="bounded data (enables eq. 12): one number r for [−r, r], or two numbers a b")
@@ -346,7 +386,7 @@ def run(args) -> int:
     rep = check_variance_file(
         args.variances, schedule=args.schedule, N=args.N, betas=args.betas, trajectory=args.trajectory,
         gamma=args.gamma, eta=args.eta, data_range=dr, rtol=args.rtol, atol=args.atol, zero_based=args.zero_based,
-        descending=args.descending, key=args.key, plot=args.plot)
+        descending=args.descending, key=args.key, plot=args.plot, residual=args.residual)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2, allow_nan=False, ensure_ascii=False))
     else:
@@ -355,6 +395,9 @@ def run(args) -> int:
         if args.all:
             print(rep.format_table())
         print(rep.format_violations() if not rep.ok else f"OK: all {rep.K} steps lie within Theorem 2's bounds.")
+        note = rep.format_residual_note()
+        if note:
+            print(note)
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0 if rep.ok else 1

@@ -11,7 +11,14 @@ otherwise it returns what it computed, for further checks. Bad *arguments* (wron
   its standard errors, and Γ_n ≥ 0.
 * :func:`assert_eps_model_gamma_matches`: an ε-model's Monte Carlo Γ̂ (P eq. 9) equals the exact Γ of toy data.
 * :func:`assert_sampler_matches_exact`: a sampler's output on toy Gaussian data has the mean and covariance of
-  :func:`analytic_dpm.toy.evaluate_exact`'s generated distribution, within Monte Carlo error.
+  :func:`analytic_dpm.toy.evaluate_exact`'s generated distribution, within Monte Carlo error (any method of
+  :data:`~analytic_dpm.variance.ALL_METHODS`, with the exact ε* or a deliberately imperfect ``eps_model``).
+* :func:`assert_residual_variance_optimal`: a variance for the network's own mean (the residual form, ``theory``
+  entry ``residual-variance``) equals λ² + g²R_t, R_t = E‖ε − ε̂_t‖²/d, and is the per-transition minimiser of the
+  expected KL for that mean error (against perturbed σ²); with the exact predictor's 1 − Γ given it must also be
+  Theorem 1's σ*². Where it leaves Theorem 2's bounds is reported, never a failure (the bounds hold for the optimal
+  mean only). :func:`residual_variance_report` gives the full per-step report; :func:`variance_bounds_report` takes
+  ``residual=`` to show the residual variance next to any σ².
 
 Statistical checks use a threshold in standard errors. ``n_sigma=None`` (the default) picks it by Bonferroni's rule so
 that a correct input fails with probability at most ``false_alarm`` (default 1e-3) however many values are compared;
@@ -28,16 +35,27 @@ import numpy as np
 from scipy.special import ndtri
 
 from .._validate import _show, as_float, as_float_array, as_int, check_data_range, choice
-from ..posterior import check_eta
+from ..likelihood import exact_mean_transition_kl
+from ..posterior import check_eta, posterior_coefficients
 from ..schedules import Schedule
 from ..trajectories import transitions, validate_trajectory
-from ..variance import METHODS, reverse_variances, theorem2_bounds
+from ..variance import ALL_METHODS, reverse_variances, theorem2_bounds
 
 THEOREM2_TEXT = (
     "Theorem 2 (P eqs. 11–12): λ² ≤ σ*² ≤ λ² + g² with g = √(β̄_t/α_{t|s}) − √(β̄_s − λ²), and for data in "
     "[a, b]^d also σ*² ≤ λ² + g² r² ᾱ_t/β̄_t, r = (b − a)/2. The optimal variance lies within these bounds for any "
     "data, so a σ² outside them is not optimal for any data."
 )
+
+RESIDUAL_TEXT = (
+    "Residual variance (theory entry residual-variance): for the network's own mean μ̃_{s|t}(x_t, x̂_0(x_t)) the mean "
+    "error per dimension is g²R_t with R_t = E‖ε − ε̂_t(x_t)‖²/d, and E KL(q(x_s|x_t, x_0) ‖ N(μ, σ²I))/d = "
+    "½[λ²/σ² + g²R_t/σ² − 1 + log(σ²/λ²)] is minimised exactly at σ² = λ² + g²R_t. For the exact predictor "
+    "R_t = 1 − Γ_t and this is Theorem 1. Theorem 2's bounds hold for the optimal mean only: a residual variance "
+    "outside them is legitimate (reported, not a failure)."
+)
+#: σ² multipliers :func:`assert_residual_variance_optimal` compares the expected KL against (on both sides of 1)
+PERTURBATION_FACTORS = (0.5, 0.9, 0.99, 0.999, 1.001, 1.01, 1.1, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -59,6 +77,25 @@ def normalize_data_range(data_range):
                              "Pass (a, b) for another interval, or None for unbounded data.")
         return (-r, r)
     return check_data_range(data_range)
+
+
+def _residual_array(residual, N: int) -> np.ndarray:
+    """R as a float64 (N+1,) array from an array or a GammaEstimate (its ``residual``; ValueError if it has none)."""
+    if hasattr(residual, "num_samples") and hasattr(residual, "gamma"):  # a GammaEstimate
+        if getattr(residual, "residual", None) is None:
+            raise ValueError(
+                "the GammaEstimate passed as residual has no 'residual' (saved by an older version of analytic_dpm, "
+                "or built from Γ alone); rerun estimate_gamma, which returns R̂ = mean ‖ε − ε̂‖²/d from the same "
+                "network evaluations."
+            )
+        residual = residual.residual
+    arr = as_float_array("residual", residual,
+                         fix=f"Pass R_n = E‖ε − ε̂_n‖²/d as an array of shape (N+1,) = ({N + 1},), index 0 unused, or "
+                             "a GammaEstimate.")
+    if arr.shape != (N + 1,):
+        raise ValueError(f"residual must have shape (N+1,) = ({N + 1},), indexed by timestep n with index 0 unused; "
+                         f"got shape {arr.shape}. Pad a length-N array with a leading 0.")
+    return arr
 
 
 def z_threshold(n_sigma=None, count: int = 1, false_alarm: float = 1e-3, two_sided: bool = True) -> float:
@@ -113,6 +150,9 @@ class VarianceBoundsReport:
     status: np.ndarray
     sigma_sq_opt: np.ndarray | None = None  #: Theorem 1's σ*² from a given Γ (clipped into the bounds), if given
     gamma_t: np.ndarray | None = field(default=None, repr=False)  #: Γ_t used for sigma_sq_opt
+    #: the residual variance λ² + g²R_t from a given R (never clipped), if given
+    sigma_sq_residual: np.ndarray | None = None
+    residual_t: np.ndarray | None = field(default=None, repr=False)  #: R_t used for sigma_sq_residual
 
     @property
     def K(self) -> int:
@@ -161,6 +201,30 @@ class VarianceBoundsReport:
         out[below] = rel_lo[below]
         out[self.status == "not finite"] = np.nan
         return out
+
+    @property
+    def residual_outside_bounds(self) -> np.ndarray | None:
+        """True where the residual variance λ² + g²R_t leaves the bounds (same tolerances); None without ``residual``.
+        Legitimate for an imperfect mean (Theorem 2 holds for the optimal mean only): reported, never a failure."""
+        if self.sigma_sq_residual is None:
+            return None
+        v = self.sigma_sq_residual
+        return (v > self.upper * (1 + self.rtol) + self.atol) | (v < self.lower * (1 - self.rtol) - self.atol)
+
+    def format_residual_note(self, limit: int = 20) -> str:
+        """One line per transition where the residual variance leaves Theorem 2's bounds ('' without ``residual`` or
+        when it stays within): information, not a violation."""
+        out = self.residual_outside_bounds
+        if out is None or not out.any():
+            return ""
+        lines = []
+        for i in np.flatnonzero(out):
+            v = self.sigma_sq_residual[i]
+            side, bound = ("below", self.lower[i]) if v < self.lower[i] else ("above", self.upper[i])
+            lines.append(f"step k = {i + 1} (s, t) = ({self.s[i]}, {self.t[i]}): λ² + g²R_t = {_fmt(v)} "
+                         f"(R_t = {_fmt(self.residual_t[i])}) {side} the bound {_fmt(bound)}")
+        return (f"note: the residual variance λ² + g²R_t leaves Theorem 2's bounds at {len(lines)} of {self.K} "
+                f"transitions (not a failure: the bounds hold for the optimal mean only):\n{_listing(lines, limit)}")
 
     def describe_family(self) -> str:
         if self.family == "ddim":
@@ -211,6 +275,8 @@ class VarianceBoundsReport:
         cols = ["k", "s", "t", "sigma_sq", "lower λ²", "upper eq.11", "upper eq.12"]
         if self.sigma_sq_opt is not None:
             cols.append("σ*² (Γ)")
+        if self.sigma_sq_residual is not None:
+            cols.append("σ² (R)")
         cols += ["excess", "status"]
         rows = []
         exc = self.excess
@@ -219,11 +285,17 @@ class VarianceBoundsReport:
                  _fmt(self.upper_eq11[i]), "—" if not np.isfinite(self.upper_eq12[i]) else _fmt(self.upper_eq12[i])]
             if self.sigma_sq_opt is not None:
                 r.append(_fmt(self.sigma_sq_opt[i]))
+            if self.sigma_sq_residual is not None:
+                r.append(_fmt(self.sigma_sq_residual[i]) + ("!" if self.residual_outside_bounds[i] else " "))
             r += ["" if exc[i] == 0 else _fmt(exc[i]), str(self.status[i])]
             rows.append(r)
         widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(cols)]
         line = "  ".join(c.rjust(w) for c, w in zip(cols, widths))
-        return "\n".join([line, "-" * len(line), *("  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in rows)])
+        out = [line, "-" * len(line), *("  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in rows)]
+        if self.sigma_sq_residual is not None:
+            out.append("(σ² (R) = λ² + g²R_t, the variance for the network's own mean; ! = outside Theorem 2's bounds, "
+                       "which hold for the optimal mean only)")
+        return "\n".join(out)
 
     def to_dict(self) -> dict:
         """A JSON-friendly description (inf written as None)."""
@@ -240,11 +312,18 @@ class VarianceBoundsReport:
                      relative_excess=num(rel[i]))
             if self.sigma_sq_opt is not None:
                 d["sigma_sq_opt"] = num(self.sigma_sq_opt[i])
+            if self.sigma_sq_residual is not None:
+                d["residual"] = num(self.residual_t[i])
+                d["sigma_sq_residual"] = num(self.sigma_sq_residual[i])
+                d["residual_outside_bounds"] = bool(self.residual_outside_bounds[i])
             steps.append(d)
-        return dict(ok=self.ok, schedule=repr(self.schedule), N=self.schedule.N,
-                    trajectory=[int(x) for x in self.trajectory], family=self.family, eta=self.eta,
-                    data_range=None if self.data_range is None else list(self.data_range), rtol=self.rtol,
-                    atol=self.atol, num_outside=int(self.outside.sum()), steps=steps, violations=self.violations())
+        out = dict(ok=self.ok, schedule=repr(self.schedule), N=self.schedule.N,
+                   trajectory=[int(x) for x in self.trajectory], family=self.family, eta=self.eta,
+                   data_range=None if self.data_range is None else list(self.data_range), rtol=self.rtol,
+                   atol=self.atol, num_outside=int(self.outside.sum()), steps=steps, violations=self.violations())
+        if self.sigma_sq_residual is not None:
+            out["num_residual_outside"] = int(self.residual_outside_bounds.sum())
+        return out
 
 
 def _custom_bounds(schedule: Schedule, s, t, lam2, r):
@@ -262,23 +341,8 @@ def _custom_bounds(schedule: Schedule, s, t, lam2, r):
     return ub11, ub12, g
 
 
-def variance_bounds_report(schedule: Schedule, trajectory, sigma_sq, *, eta=None, lambda_sq=None, data_range=None,
-                           gamma=None, rtol: float = 1e-6, atol: float = 0.0) -> VarianceBoundsReport:
-    """Compare σ²_{s|t} on ``trajectory`` (one value per transition (τ_{k−1}, τ_k), k = 1..K, in that order) with
-    Theorem 2's bounds λ² ≤ σ² ≤ min(λ² + g², λ² + g² r² ᾱ_t/β̄_t) (P eqs. 11–12), as computed by
-    :func:`analytic_dpm.variance.theorem2_bounds`.
-
-    * λ²: ``eta=None`` and ``lambda_sq=None`` → DDPM family, λ² = β̃_{s|t}; ``eta`` → DDIM family, λ² = η²β̃_{s|t};
-      ``lambda_sq`` → any generalised forward process, one λ² ∈ [0, β̄_s] per transition.
-    * ``data_range``: None (unbounded data, eq. 11 only), r (data in [−r, r]) or (a, b).
-    * ``gamma`` (optional, shape (N+1,) noise form, or a GammaEstimate): also report Theorem 1's σ*² for comparison.
-    * A value counts as outside when σ² > upper·(1 + rtol) + atol or σ² < λ²·(1 − rtol) − atol. The default rtol suits
-      float64 rules; for variances computed in float32 (e.g. a torch scheduler) pass rtol ≈ 1e-3.
-    """
-    schedule = _check_schedule(schedule)
-    traj = validate_trajectory(trajectory, schedule.N)
-    s, t = transitions(traj)
-    K = int(s.size)
+def _as_sigma_sq(sigma_sq, K: int, traj) -> np.ndarray:
+    """One float64 σ² per transition (numpy, list or torch); ValueError naming K and the trajectory otherwise."""
     sig = np.asarray(sigma_sq, dtype=np.float64) if not hasattr(sigma_sq, "detach") else \
         np.asarray(sigma_sq.detach().cpu().double().numpy())
     if sig.ndim == 2 and 1 in sig.shape:
@@ -289,6 +353,31 @@ def variance_bounds_report(schedule: Schedule, trajectory, sigma_sq, *, eta=None
             f"values for trajectory {_show(traj)}; got shape {sig.shape}. A per-timestep array of shape (N+1,) can be "
             "indexed as sigma_sq[trajectory[1:]]."
         )
+    return sig
+
+
+def variance_bounds_report(schedule: Schedule, trajectory, sigma_sq, *, eta=None, lambda_sq=None, data_range=None,
+                           gamma=None, rtol: float = 1e-6, atol: float = 0.0, residual=None) -> VarianceBoundsReport:
+    """Compare σ²_{s|t} on ``trajectory`` (one value per transition (τ_{k−1}, τ_k), k = 1..K, in that order) with
+    Theorem 2's bounds λ² ≤ σ² ≤ min(λ² + g², λ² + g² r² ᾱ_t/β̄_t) (P eqs. 11–12), as computed by
+    :func:`analytic_dpm.variance.theorem2_bounds`.
+
+    * λ²: ``eta=None`` and ``lambda_sq=None`` → DDPM family, λ² = β̃_{s|t}; ``eta`` → DDIM family, λ² = η²β̃_{s|t};
+      ``lambda_sq`` → any generalised forward process, one λ² ∈ [0, β̄_s] per transition.
+    * ``data_range``: None (unbounded data, eq. 11 only), r (data in [−r, r]) or (a, b).
+    * ``gamma`` (optional, shape (N+1,) noise form, or a GammaEstimate): also report Theorem 1's σ*² for comparison.
+    * ``residual`` (optional, R_n = E‖ε − ε̂_n‖²/d of shape (N+1,), >= 0, or a GammaEstimate carrying it): also report
+      the residual variance λ² + g²R_t for the network's own mean (``sigma_sq_residual``), and where it leaves the
+      bounds (``residual_outside_bounds``, :meth:`~VarianceBoundsReport.format_residual_note`): information, never
+      part of ``ok``, since Theorem 2 holds for the optimal mean only.
+    * A value counts as outside when σ² > upper·(1 + rtol) + atol or σ² < λ²·(1 − rtol) − atol. The default rtol suits
+      float64 rules; for variances computed in float32 (e.g. a torch scheduler) pass rtol ≈ 1e-3.
+    """
+    schedule = _check_schedule(schedule)
+    traj = validate_trajectory(trajectory, schedule.N)
+    s, t = transitions(traj)
+    K = int(s.size)
+    sig = _as_sigma_sq(sigma_sq, K, traj)
     rtol = as_float("rtol", rtol)
     atol = as_float("atol", atol)
     if rtol < 0 or atol < 0:
@@ -342,10 +431,22 @@ def variance_bounds_report(schedule: Schedule, trajectory, sigma_sq, *, eta=None
             rv = reverse_variances(schedule, traj, method, gamma=gfull, eta=0.0 if eta_v is None else eta_v,
                                    data_range=dr, clip=True)
             opt, gamma_t = rv.sigma_sq, rv.gamma
+    res_sig = res_t = None
+    if residual is not None:
+        rfull = _residual_array(residual, schedule.N)
+        if family == "custom":
+            res_t = rfull[t]
+            if not np.all(np.isfinite(res_t)) or np.any(res_t < 0):
+                raise ValueError(f"residual must be finite and >= 0 at the trajectory's timesteps; got {_show(res_t)}.")
+            res_sig = lam2 + g**2 * res_t
+        else:
+            rv = reverse_variances(schedule, traj, "residual-ddpm" if family == "ddpm" else "residual-ddim",
+                                   residual=rfull, eta=0.0 if eta_v is None else eta_v, data_range=dr)
+            res_sig, res_t = rv.sigma_sq, rv.residual
     return VarianceBoundsReport(
         schedule=schedule, trajectory=traj, family=family, eta=eta_v, data_range=dr, rtol=rtol, atol=atol,
         sigma_sq=sig, lower=lam2, upper_eq11=ub11, upper_eq12=ub12, status=status.astype(str),
-        sigma_sq_opt=opt, gamma_t=gamma_t,
+        sigma_sq_opt=opt, gamma_t=gamma_t, sigma_sq_residual=res_sig, residual_t=res_t,
     )
 
 
@@ -517,6 +618,276 @@ def assert_eps_model_gamma_matches(eps_model, toy_data, schedule: Schedule, time
     return est
 
 
+# ---------------------------------------------------------------------------------------------------- residual form
+@dataclass(frozen=True, eq=False)
+class ResidualVarianceReport:
+    """A σ² sequence against the residual form σ² = λ² + g²R_t, per transition: entry k−1 is (s, t) = (τ_{k−1}, τ_k).
+
+    ``mean_error`` is the per-dimension mean error of the network's own mean, E‖μ̃(x_t, x_0) − μ(x_t)‖²/d =
+    c²(β̄_t/ᾱ_t)R_t = g²R_t, with c the x_0-coefficient of the mean. ``kl`` is E KL(q(x_s|x_t, x_0) ‖ N(μ, σ²I))/d at
+    the given σ² (+inf where λ² = 0, NaN at s = 0, the decoder) and ``kl_perturbed[k−1, j]`` the same at
+    ``factors[j]``·σ²; the minimality check runs where ``kl_defined``. ``bounds`` is the Theorem 2 report of the same
+    σ² (``outside_bounds``): information only.
+    """
+
+    schedule: Schedule
+    trajectory: np.ndarray
+    family: str  #: "ddpm" (λ² = β̃) or "ddim" (λ² = η²β̃)
+    eta: float | None
+    rtol: float
+    atol: float
+    factors: np.ndarray
+    sigma_sq: np.ndarray  #: the σ² checked
+    residual_t: np.ndarray  #: R_t at each transition
+    lambda_sq: np.ndarray
+    mean_error: np.ndarray  #: g²R_t = c²(β̄_t/ᾱ_t)R_t
+    sigma_sq_residual: np.ndarray  #: λ² + g²R_t (reverse_variances, 'residual-ddpm'/'residual-ddim')
+    kl: np.ndarray
+    kl_perturbed: np.ndarray  #: (K, len(factors))
+    kl_defined: np.ndarray  #: s >= 1 and λ² > 0
+    bounds: VarianceBoundsReport
+    sigma_sq_theorem1: np.ndarray | None = None  #: λ² + g²(1 − Γ_t) (unclipped) when the exact 1 − Γ (or Γ) is given
+    one_minus_gamma_t: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def K(self) -> int:
+        return int(self.sigma_sq.shape[0])
+
+    @property
+    def s(self) -> np.ndarray:
+        return self.trajectory[:-1]
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.trajectory[1:]
+
+    def _close(self, value, ref) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(value) & (np.abs(value - ref) <= self.rtol * np.abs(ref) + self.atol)
+
+    @property
+    def formula_mismatch(self) -> np.ndarray:
+        """True where σ² ≠ λ² + g²R_t beyond rtol/atol (or σ² is not finite)."""
+        return ~self._close(self.sigma_sq, self.sigma_sq_residual)
+
+    @property
+    def not_minimal(self) -> np.ndarray:
+        """True where some perturbed σ² gives a smaller expected KL than σ² (beyond rounding), or σ² <= 0."""
+        with np.errstate(invalid="ignore"):
+            lower = self.kl_perturbed < (self.kl * (1.0 - 1e-12))[:, None] - 1e-300
+            bad = lower.any(axis=1) | ~(self.sigma_sq > 0)
+        return self.kl_defined & bad
+
+    @property
+    def theorem1_mismatch(self) -> np.ndarray | None:
+        """True where σ² ≠ Theorem 1's σ*² (only with the exact predictor's 1 − Γ given; None otherwise)."""
+        if self.sigma_sq_theorem1 is None:
+            return None
+        return ~self._close(self.sigma_sq, self.sigma_sq_theorem1)
+
+    @property
+    def outside_bounds(self) -> np.ndarray:
+        """True where σ² leaves Theorem 2's bounds: reported, not a failure (the bounds hold for the optimal mean)."""
+        return self.bounds.outside
+
+    @property
+    def ok(self) -> bool:
+        t1 = self.theorem1_mismatch
+        return not (self.formula_mismatch.any() or self.not_minimal.any() or (t1 is not None and t1.any()))
+
+    def failures(self) -> list[str]:
+        """One line per failed check and transition (what :func:`assert_residual_variance_optimal` raises)."""
+        lines = []
+        t1 = self.theorem1_mismatch
+        for i in range(self.K):
+            head = f"step k = {i + 1} (s, t) = ({self.s[i]}, {self.t[i]}): σ² = {_fmt(self.sigma_sq[i])}"
+            if self.formula_mismatch[i]:
+                ref = self.sigma_sq_residual[i]
+                if not np.isfinite(self.sigma_sq[i]):
+                    lines.append(f"{head} is not finite; λ² + g²R_t = {_fmt(ref)}")
+                else:
+                    rel = "" if ref == 0 else f" ({100 * (self.sigma_sq[i] / ref - 1):+.4g}%)"
+                    lines.append(f"{head}, but λ² + g²R_t = {_fmt(ref)} (λ² = {_fmt(self.lambda_sq[i])}, "
+                                 f"R_t = {_fmt(self.residual_t[i])}): off by {_fmt(self.sigma_sq[i] - ref)}{rel}")
+            if self.not_minimal[i]:
+                if not self.sigma_sq[i] > 0:
+                    lines.append(f"{head} is not a variance (<= 0); the expected KL needs σ² > 0")
+                else:
+                    j = int(np.nanargmin(self.kl_perturbed[i]))
+                    lines.append(f"{head} is not the minimiser of E KL/d for the mean error g²R_t = "
+                                 f"{_fmt(self.mean_error[i])}: {_fmt(self.factors[j])}·σ² gives "
+                                 f"{_fmt(self.kl_perturbed[i, j])} < {_fmt(self.kl[i])} nats")
+            if t1 is not None and t1[i]:
+                ref = self.sigma_sq_theorem1[i]
+                rel = "" if ref == 0 else f" ({100 * (self.sigma_sq[i] / ref - 1):+.4g}%)"
+                lines.append(f"{head} differs from Theorem 1's σ*² = λ² + g²(1 − Γ_t) = {_fmt(ref)} by "
+                             f"{_fmt(self.sigma_sq[i] - ref)}{rel} (R_t = {_fmt(self.residual_t[i])}, 1 − Γ_t = "
+                             f"{_fmt(self.one_minus_gamma_t[i])}; for the exact predictor R_t = 1 − Γ_t)")
+        return lines
+
+    def describe_family(self) -> str:
+        fam = ("DDPM family, λ² = β̃_{s|t}" if self.family == "ddpm"
+               else f"DDIM family, λ² = η²β̃_{{s|t}} with η = {self.eta:g}")
+        nd = int(self.kl_defined.sum())
+        return (f"{fam}; KL minimality checked on {nd} of {self.K} transitions (s >= 1, λ² > 0); rtol = "
+                f"{self.rtol:g}, atol = {self.atol:g}")
+
+    def format_failures(self, limit: int = 20) -> str:
+        lines = self.failures()
+        if not lines:
+            return (f"σ² is the residual variance λ² + g²R_t and minimises the expected KL at all {self.K} "
+                    f"transitions ({self.describe_family()}).")
+        return (f"residual-variance check failed: {len(lines)} finding(s) over {self.K} transitions "
+                f"({self.describe_family()}):\n{_listing(lines, limit)}\n{RESIDUAL_TEXT}")
+
+    def format_outside_bounds(self, limit: int = 20) -> str:
+        """Where σ² leaves Theorem 2's bounds, one line per transition; '' when it stays within. Not a failure."""
+        v = self.bounds.violations()
+        if not v:
+            return ""
+        lines = [f"step k = {d['k']} (s, t) = ({d['s']}, {d['t']}): σ² = {_fmt(d['sigma_sq'])} "
+                 f"{'below' if d['status'] == 'below lower' else 'above'} the {d['bound']} = "
+                 f"{_fmt(d['bound_value'])} (R_t = {_fmt(self.residual_t[d['k'] - 1])})" for d in v]
+        return (f"note: σ² leaves Theorem 2's bounds at {len(v)} of {self.K} transitions (legitimate for an imperfect "
+                f"mean: the bounds hold for the optimal mean only):\n{_listing(lines, limit)}")
+
+    def format_table(self) -> str:
+        """k, s, t, R_t, σ², λ² + g²R_t, σ*² (Theorem 1, if given), E KL/d, min_f KL(f·σ²) − KL(σ²) (> 0 when σ²
+        is the minimiser), Theorem 2 status."""
+        cols = ["k", "s", "t", "R_t", "sigma_sq", "λ²+g²R"]
+        if self.sigma_sq_theorem1 is not None:
+            cols.append("σ*² (Thm 1)")
+        cols += ["E KL/d", "Δ least perturbed", "Theorem 2"]
+        rows = []
+        for i in range(self.K):
+            r = [str(i + 1), str(self.s[i]), str(self.t[i]), _fmt(self.residual_t[i]), _fmt(self.sigma_sq[i]),
+                 _fmt(self.sigma_sq_residual[i])]
+            if self.sigma_sq_theorem1 is not None:
+                r.append(_fmt(self.sigma_sq_theorem1[i]))
+            if self.kl_defined[i]:
+                r += [_fmt(self.kl[i]), _fmt(np.nanmin(self.kl_perturbed[i]) - self.kl[i])]
+            else:
+                r += ["—", "—"]
+            r.append(str(self.bounds.status[i]))
+            rows.append(r)
+        widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(cols)]
+        line = "  ".join(c.rjust(w) for c, w in zip(cols, widths))
+        return "\n".join([line, "-" * len(line), *("  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in rows)])
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly description (inf and NaN written as None)."""
+        def num(x):
+            x = float(x)
+            return x if math.isfinite(x) else None
+
+        t1 = self.theorem1_mismatch
+        steps = []
+        for i in range(self.K):
+            d = dict(k=i + 1, s=int(self.s[i]), t=int(self.t[i]), residual=num(self.residual_t[i]),
+                     sigma_sq=num(self.sigma_sq[i]), sigma_sq_residual=num(self.sigma_sq_residual[i]),
+                     mean_error=num(self.mean_error[i]), kl=num(self.kl[i]),
+                     kl_perturbed=[num(v) for v in self.kl_perturbed[i]], kl_defined=bool(self.kl_defined[i]),
+                     formula_mismatch=bool(self.formula_mismatch[i]), not_minimal=bool(self.not_minimal[i]),
+                     bounds_status=str(self.bounds.status[i]))
+            if t1 is not None:
+                d["sigma_sq_theorem1"] = num(self.sigma_sq_theorem1[i])
+                d["theorem1_mismatch"] = bool(t1[i])
+            steps.append(d)
+        return dict(ok=self.ok, schedule=repr(self.schedule), N=self.schedule.N,
+                    trajectory=[int(x) for x in self.trajectory], family=self.family, eta=self.eta, rtol=self.rtol,
+                    atol=self.atol, factors=[float(f) for f in self.factors],
+                    num_outside_bounds=int(self.outside_bounds.sum()), failures=self.failures(), steps=steps)
+
+
+def residual_variance_report(schedule: Schedule, trajectory, sigma_sq, residual, *, eta=None, data_range=None,
+                             one_minus_gamma=None, gamma=None, rtol: float = 1e-9, atol: float = 0.0,
+                             factors=PERTURBATION_FACTORS) -> ResidualVarianceReport:
+    """Compare σ²_{s|t} on ``trajectory`` with the residual form for the network's own mean (``theory`` entry
+    ``residual-variance``): σ² = λ² + g²R_t, the per-transition minimiser of
+    E KL(q(x_s|x_t, x_0) ‖ N(μ̃_{s|t}(x_t, x̂_0(x_t)), σ²I))/d = ½[λ²/σ² + g²R_t/σ² − 1 + log(σ²/λ²)].
+
+    * ``sigma_sq``: one σ² per transition (K values, trajectory order), or None for the library's own residual
+      variance (``reverse_variances(..., 'residual-ddpm'/'residual-ddim', residual=R)``).
+    * ``residual``: R_n = E‖ε − ε̂_n(x_n)‖²/d, shape (N+1,) (>= 0, may exceed 1), or a
+      :class:`~analytic_dpm.gamma.GammaEstimate` carrying it; for toy data
+      :func:`~analytic_dpm.toy.exact_residual_of_imperfect` gives it exactly.
+    * ``eta=None``: DDPM family (λ² = β̃); ``eta``: DDIM family (λ² = η²β̃). The KL check needs λ² > 0 and runs on
+      the transitions with s >= 1 (DDIM with η = 0 has none: only the formula is checked there).
+    * ``one_minus_gamma`` (or ``gamma``, not both): 1 − Γ_n (Γ_n) of the *exact* predictor, e.g.
+      ``data.one_minus_gamma(schedule)`` on toy data. Then R_t = 1 − Γ_t and σ² must also equal Theorem 1's
+      λ² + g²(1 − Γ_t) within rtol (pass 1 − Γ directly: the Γ route loses its digits where Γ_t is near 1).
+    * ``data_range``: for the Theorem 2 report only (None: eq. 11; r or (a, b): eq. 12 too).
+    * A σ² matches a reference when |σ² − ref| <= rtol·|ref| + atol; ``factors``: the σ² multipliers the KL is compared
+      against (each ≠ 1, > 0).
+    """
+    schedule = _check_schedule(schedule)
+    traj = validate_trajectory(trajectory, schedule.N)
+    s, t = transitions(traj)
+    K = int(s.size)
+    family = "ddpm" if eta is None else "ddim"
+    eta_v = None if eta is None else check_eta(eta)
+    e = 0.0 if eta_v is None else eta_v
+    dr = normalize_data_range(data_range)
+    rtol, atol = as_float("rtol", rtol), as_float("atol", atol)
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"rtol and atol must be >= 0; got rtol = {rtol}, atol = {atol}.")
+    f = as_float_array("factors", factors, fix="Pass σ² multipliers such as (0.9, 0.99, 1.01, 1.1).").reshape(-1)
+    if f.size == 0 or not np.all(np.isfinite(f) & (f > 0) & (f != 1.0)):
+        raise ValueError(f"factors must be a non-empty list of positive numbers other than 1 (σ² multipliers, e.g. "
+                         f"{PERTURBATION_FACTORS}); got {_show(f)}.")
+    R = _residual_array(residual, schedule.N)
+    rv = reverse_variances(schedule, traj, f"residual-{family}", residual=R, eta=e, data_range=dr)
+    sig = rv.sigma_sq.copy() if sigma_sq is None else _as_sigma_sq(sigma_sq, K, traj)
+    c0, _, lam2 = posterior_coefficients(schedule, s, t, family, e)
+    c0, lam2 = np.asarray(c0, dtype=np.float64), np.asarray(lam2, dtype=np.float64)
+    err_x0 = schedule.beta_bar[t] / schedule.alpha_bar[t] * rv.residual  # E‖x_0 − x̂_0‖²/d = (β̄_t/ᾱ_t) R_t
+    defined = (s >= 1) & (lam2 > 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        kl = np.asarray(exact_mean_transition_kl(lam2, sig, c0, err_x0), dtype=np.float64)
+        kl_p = np.asarray(exact_mean_transition_kl(lam2[:, None], sig[:, None] * f[None, :], c0[:, None],
+                                                   err_x0[:, None]), dtype=np.float64)
+    kl = np.where(s >= 1, kl, np.nan)
+    kl_p = np.where((s >= 1)[:, None], kl_p, np.nan)
+    t1 = omg_t = None
+    if one_minus_gamma is not None or gamma is not None:
+        if one_minus_gamma is not None and gamma is not None:
+            raise ValueError("pass one_minus_gamma or gamma (of the exact predictor), not both; one_minus_gamma keeps "
+                             "its digits where Γ is near 1.")
+        a = reverse_variances(schedule, traj, f"analytic-{family}", eta=e, data_range=None, clip=False,
+                              **({"one_minus_gamma": one_minus_gamma} if one_minus_gamma is not None
+                                 else {"gamma": gamma}))
+        t1, omg_t = a.sigma_sq_unclipped, a.one_minus_gamma
+    bounds = variance_bounds_report(schedule, traj, sig, eta=eta_v, data_range=dr, rtol=rtol, atol=atol)
+    return ResidualVarianceReport(
+        schedule=schedule, trajectory=traj, family=family, eta=eta_v, rtol=rtol, atol=atol, factors=f,
+        sigma_sq=sig, residual_t=rv.residual, lambda_sq=lam2, mean_error=c0**2 * err_x0,
+        sigma_sq_residual=rv.sigma_sq, kl=kl, kl_perturbed=kl_p, kl_defined=defined, bounds=bounds,
+        sigma_sq_theorem1=t1, one_minus_gamma_t=omg_t,
+    )
+
+
+def assert_residual_variance_optimal(schedule: Schedule, trajectory, sigma_sq, residual, *, eta=None,
+                                     data_range=None, one_minus_gamma=None, gamma=None, rtol: float = 1e-9,
+                                     atol: float = 0.0, factors=PERTURBATION_FACTORS,
+                                     limit: int = 20) -> ResidualVarianceReport:
+    """Assert that σ² (one per transition; None: the library's own) is the residual variance for the network's own
+    mean: σ² = λ² + g²R_t within rtol/atol, the per-transition minimiser of the expected KL for the mean error g²R_t
+    (no σ²·f with f in ``factors`` does better), and, when the exact predictor's ``one_minus_gamma`` (or ``gamma``) is
+    given, Theorem 1's σ*² (R_t = 1 − Γ_t).
+
+    Raises ``AssertionError`` naming each offending step k, (s, t), the value, the reference and by how much it misses.
+    Steps where σ² leaves Theorem 2's bounds are *not* failures (the bounds hold for the optimal mean only): they are
+    in the returned report (``report.outside_bounds``, ``report.format_outside_bounds()``). Arguments as in
+    :func:`residual_variance_report`.
+    """
+    rep = residual_variance_report(schedule, trajectory, sigma_sq, residual, eta=eta, data_range=data_range,
+                                   one_minus_gamma=one_minus_gamma, gamma=gamma, rtol=rtol, atol=atol,
+                                   factors=factors)
+    if not rep.ok:
+        raise AssertionError(rep.format_failures(limit=limit))
+    return rep
+
+
 # ---------------------------------------------------------------------------------------------------- sampler
 @dataclass(frozen=True, eq=False)
 class SamplerComparison:
@@ -550,15 +921,24 @@ def _to_numpy_samples(x, num: int, dim: int) -> np.ndarray:
 def assert_sampler_matches_exact(sampler_fn, toy_gaussian, schedule: Schedule, trajectory, method: str, *,
                                  eta: float = 0.0, gamma=None, clip: bool = True, num_samples: int = 20000,
                                  seed: int = 0, n_sigma=None, false_alarm: float = 1e-3, covariance: str | None = None,
-                                 limit: int = 20) -> SamplerComparison:
+                                 limit: int = 20, eps_model=None, residual=None,
+                                 one_minus_gamma=None) -> SamplerComparison:
     """Assert that a sampler's output on toy Gaussian data has the mean and covariance of the exact generated
     distribution of ``method`` on ``trajectory`` (:func:`analytic_dpm.toy.evaluate_exact`), within Monte Carlo error.
 
     The sampler is called as ``sampler_fn(eps_model, schedule, trajectory, num_samples=M, seed=seed)`` with
     ``eps_model = toy_gaussian.eps_model(schedule)`` (the exact ε*, numpy or torch, ``(x, n) -> ε̂`` with n in 1..N)
     and must return M samples (numpy or torch) of shape (M, d). It should start from x_{τ_K} ~ N(0, I), use the
-    exact mean without clamping x̂_0 (toy data are unbounded) and σ² from ``reverse_variances(schedule, trajectory,
-    method, gamma, eta, data_range=None, clip)`` (``gamma`` defaults to the exact Γ), and output the mean at s = 0.
+    mean of ``eps_model`` without clamping x̂_0 (toy data are unbounded) and σ² from ``reverse_variances(schedule,
+    trajectory, method, gamma, eta, data_range=None, clip, one_minus_gamma=..., residual=...)``, and output the mean at
+    s = 0. ``method``: any of :data:`~analytic_dpm.variance.ALL_METHODS`. By default the statistic is exact: Γ (or
+    1 − Γ) of the exact ε* for the analytic methods, R = 1 − Γ for the residual methods.
+
+    ``eps_model``: a deliberately imperfect predictor ``toy.ImperfectEps(toy_gaussian.eps_model(schedule), scale,
+    bias)`` instead of ε*; it is what ``sampler_fn`` receives, the exact distribution uses its mean, and the default
+    statistic becomes that model's exact R (:func:`~analytic_dpm.toy.exact_residual_of_imperfect`) or 1 − Γ̂ — so a
+    residual-variance sampler can be checked against the exact answer for a network with a known error.
+    ``gamma``/``one_minus_gamma``/``residual`` (shape (N+1,)) override the statistic (e.g. a Monte Carlo estimate).
 
     Compared: every mean coordinate, z = (x̄_i − μ_i)/√(Σ_ii/M), and covariance entries,
     z = (S_ij − Σ_ij)/√((Σ_iiΣ_jj + Σ_ij²)/M) (the Gaussian sampling error of S). ``covariance``: "full" (all i <= j),
@@ -575,7 +955,7 @@ def assert_sampler_matches_exact(sampler_fn, toy_gaussian, schedule: Schedule, t
         raise TypeError(f"toy_gaussian must be analytic_dpm.toy.GaussianData (its generated distribution is exact); "
                         f"got {type(toy_gaussian).__name__}.")
     schedule = _check_schedule(schedule)
-    choice("method", method, METHODS)
+    choice("method", method, ALL_METHODS)
     M = as_int("num_samples", num_samples, minimum=2, fix="Use e.g. 20000 samples.")
     seed = as_int("seed", seed, minimum=0)
     d = toy_gaussian.dim
@@ -583,8 +963,10 @@ def assert_sampler_matches_exact(sampler_fn, toy_gaussian, schedule: Schedule, t
         covariance = "full" if d <= 32 else "diagonal"
     choice("covariance", covariance, ("full", "diagonal", "none"))
     traj = validate_trajectory(trajectory, schedule.N)
-    exact = evaluate_exact(toy_gaussian, schedule, traj, method, eta=eta, gamma=gamma, clip=clip)
-    x = _to_numpy_samples(sampler_fn(toy_gaussian.eps_model(schedule), schedule, traj, num_samples=M, seed=seed), M, d)
+    exact = evaluate_exact(toy_gaussian, schedule, traj, method, eta=eta, gamma=gamma, clip=clip,
+                           one_minus_gamma=one_minus_gamma, residual=residual, eps_model=eps_model)
+    model = toy_gaussian.eps_model(schedule) if eps_model is None else eps_model
+    x = _to_numpy_samples(sampler_fn(model, schedule, traj, num_samples=M, seed=seed), M, d)
     bad_rows = ~np.isfinite(x).all(axis=1)
     if bad_rows.any():
         raise AssertionError(f"the sampler returned {int(bad_rows.sum())} of {M} samples with NaN or inf (first at row "
@@ -630,7 +1012,8 @@ def assert_sampler_matches_exact(sampler_fn, toy_gaussian, schedule: Schedule, t
             f"trajectory {_show(traj)}, M = {M} samples, threshold {z:.3g} standard errors) in {len(lines)} of "
             f"{d + len(names)} moments:\n{_listing(lines, limit)}\n"
             "The exact distribution is analytic_dpm.toy.evaluate_exact(data, schedule, trajectory, method): start "
-            "x_{τ_K} ~ N(0, I), x_s = coef_x0·E[x_0|x_t] + coef_xt·x_t + σ_{s|t}ξ, output the mean at s = 0.")
+            "x_{τ_K} ~ N(0, I), x_s = coef_x0·x̂_0(x_t) + coef_xt·x_t + σ_{s|t}ξ (x̂_0 = E[x_0|x_t] for the exact ε*, "
+            "the model's own x̂_0 with eps_model=), output the mean at s = 0.")
     return SamplerComparison(exact=exact, num_samples=M, sample_mean=mean, sample_cov=S, z_mean=z_mean, z_cov=z_cov,
                              threshold=z)
 
@@ -638,5 +1021,6 @@ def assert_sampler_matches_exact(sampler_fn, toy_gaussian, schedule: Schedule, t
 __all__ = [
     "VarianceBoundsReport", "variance_bounds_report", "assert_variances_within_bounds", "assert_gamma_consistent",
     "assert_eps_model_gamma_matches", "assert_sampler_matches_exact", "SamplerComparison", "exact_gamma",
-    "normalize_data_range", "z_threshold", "THEOREM2_TEXT",
+    "normalize_data_range", "z_threshold", "THEOREM2_TEXT", "ResidualVarianceReport", "residual_variance_report",
+    "assert_residual_variance_optimal", "RESIDUAL_TEXT", "PERTURBATION_FACTORS",
 ]

@@ -9,6 +9,9 @@ Every strategy draws only valid objects (what the library's constructors accept)
 * :func:`gamma_vectors`: Γ_n = E‖ε̂_n‖²/d (noise form, shape (N+1,), index 0 unused) with standard errors: valid
   (Γ ∈ [0, 1]), slightly invalid but consistent with Jensen (Γ̂ above 1 by less than its error, as Monte Carlo gives),
   or invalid beyond its error.
+* :func:`residual_vectors`: R_n = E‖ε − ε̂_n‖²/d of a network's own mean (shape (N+1,), index 0 unused) with
+  standard errors: never negative, possibly above 1 (a biased network, whose residual variance exceeds Theorem 2's
+  eq. 11), exactly 0, or tiny (down to 1e-14, where 1 − Γ_n of a near-perfect predictor lives).
 * :func:`gaussian_data`, :func:`gaussian_mixtures`: toy data with an exact score (:mod:`analytic_dpm.toy`).
 * :func:`etas`: DDIM's η ∈ [0, 1], with 0 and 1 drawn often.
 
@@ -215,6 +218,64 @@ def gamma_vectors(draw, N: int, validity: str = "valid", n_sigma: float = 3.0, m
     return gamma, stderr
 
 
+RESIDUAL_KINDS = ("any", "exact", "above_one", "tiny")
+#: Smallest positive R the strategies draw: 1 − Γ_N of the cosine schedule on toy data is ≈ 1e-11.
+RESIDUAL_TINY = 1e-14
+
+
+@st.composite
+def residual_vectors(draw, N: int, kind: str = "any", max_value: float = 4.0, max_relative_stderr: float = 0.1):
+    """(residual, stderr): float64 arrays of shape (N+1,) in the library's convention (R_n = E‖ε − ε̂_n(x_n)‖²/d,
+    index 0 unused and 0.0), with a standard error per timestep, as :func:`~analytic_dpm.gamma.estimate_gamma` gives
+    (``GammaEstimate.residual``, ``residual_stderr``). R_n >= 0 always (a mean of squares); stderr_n = q·R_n with q in
+    [0, ``max_relative_stderr``].
+
+    ``kind``:
+
+    * ``"any"``: R_n in [0, ``max_value``]: exactly 0, tiny (log-uniform down to :data:`RESIDUAL_TINY`), exactly 1,
+      and above 1 all reachable;
+    * ``"exact"``: R_n in [0, 1], as R = 1 − Γ of the exact predictor (then the residual variance is Theorem 1's);
+    * ``"above_one"``: at least one R_n in (1, ``max_value``] (an imperfect mean: the residual variance exceeds
+      Theorem 2's eq. 11 there, legitimately), the others as for "any";
+    * ``"tiny"``: every R_n log-uniform in [:data:`RESIDUAL_TINY`, 1e-3], where 1 − Γ̂ computed from Γ̂ loses its
+      digits and R̂ does not.
+    """
+    N = int(N)
+    if N < 1:
+        raise ValueError(f"residual_vectors needs N >= 1; got N = {N}.")
+    if kind not in RESIDUAL_KINDS:
+        raise ValueError(f"kind must be one of {RESIDUAL_KINDS}; got {kind!r}.")
+    if not (max_value > 1.0 and max_relative_stderr >= 0):
+        raise ValueError(f"max_value must be > 1 and max_relative_stderr >= 0; got {max_value}, "
+                         f"{max_relative_stderr}.")
+    hi = 1.0 if kind == "exact" else (1e-3 if kind == "tiny" else float(max_value))
+    log_lo, log_hi = math.log(RESIDUAL_TINY), math.log(hi)
+    if N <= SMALL_N:
+        if kind == "tiny":
+            value = st.floats(log_lo, log_hi).map(math.exp)
+        else:
+            value = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, hi),
+                              st.floats(log_lo, log_hi).map(math.exp))
+        r = np.array(draw(st.lists(value, min_size=N, max_size=N)), dtype=np.float64)
+        q = np.array(draw(st.lists(st.floats(0.0, max_relative_stderr), min_size=N, max_size=N)), dtype=np.float64)
+    else:
+        rng = _seeded_rng(draw)
+        r = np.exp(rng.uniform(log_lo, log_hi, N))
+        if kind != "tiny":
+            lin = rng.random(N) < 0.5
+            r[lin] = rng.uniform(0.0, hi, int(lin.sum()))
+            r[rng.random(N) < 0.03] = 0.0
+            r[rng.random(N) < 0.03] = 1.0
+        q = rng.uniform(0.0, max_relative_stderr, N)
+    r = np.clip(r, RESIDUAL_TINY if kind == "tiny" else 0.0, hi)  # exp(log(x)) may round just outside
+    if kind == "above_one":
+        idx = sorted({draw(st.integers(0, N - 1)), *draw(st.lists(st.integers(0, N - 1), max_size=min(N, 5)))})
+        r[idx] = draw(st.floats(1.0, float(max_value), exclude_min=True))
+    residual = np.concatenate([[0.0], r])
+    stderr = np.concatenate([[0.0], q * r])
+    return residual, stderr
+
+
 # ---------------------------------------------------------------------------------------------------- toy data
 def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
@@ -262,6 +323,7 @@ def gaussian_mixtures(draw, min_dim: int = 1, max_dim: int = 2, max_components: 
 
 
 __all__ = [
-    "betas", "schedules", "trajectories", "schedule_and_trajectory", "gamma_vectors", "etas", "gaussian_data",
-    "gaussian_mixtures", "BETA_MIN", "BETA_MAX", "SMALL_N", "TRAJECTORY_KINDS", "SCHEDULE_KINDS", "GAMMA_VALIDITY",
+    "betas", "schedules", "trajectories", "schedule_and_trajectory", "gamma_vectors", "residual_vectors", "etas",
+    "gaussian_data", "gaussian_mixtures", "BETA_MIN", "BETA_MAX", "SMALL_N", "TRAJECTORY_KINDS", "SCHEDULE_KINDS",
+    "GAMMA_VALIDITY", "RESIDUAL_KINDS", "RESIDUAL_TINY",
 ]
