@@ -93,7 +93,8 @@ def _worker(rank, world, port, model_file, out):
         assert (ctx.rank, ctx.world_size, ctx.backend) == (rank, world, "gloo")
         est, stats, x, x_resumed = _scenarios(model_file, Path(out))
         arrays = dict(gamma=est.gamma, stderr=est.stderr, mean=stats.mean, comoment=stats.comoment,
-                      count=np.array(stats.count))
+                      count=np.array(stats.count), residual=est.residual, residual_stderr=est.residual_stderr,
+                      one_minus_gamma=est.one_minus_gamma, one_minus_gamma_stderr=est.one_minus_gamma_stderr)
         if x is not None:
             arrays.update(samples=x, resumed=x_resumed)
         np.savez(Path(out) / f"rank{rank}.npz", **arrays)
@@ -142,6 +143,10 @@ def test_two_ranks_match_one_process(setup):
     np.testing.assert_allclose(r0["gamma"][GAMMA_TS], g_ref.gamma[GAMMA_TS], rtol=1e-12, atol=0)
     np.testing.assert_allclose(r0["stderr"][GAMMA_TS], g_ref.stderr[GAMMA_TS], rtol=1e-12, atol=0)
     np.testing.assert_array_equal(r0["gamma"], r1["gamma"])
+    # the residual and the direct 1 − Γ from the same calls, merged the same way
+    for k in ("residual", "residual_stderr", "one_minus_gamma", "one_minus_gamma_stderr"):
+        np.testing.assert_allclose(r0[k][GAMMA_TS], getattr(g_ref, k)[GAMMA_TS], rtol=1e-10, atol=0)
+        np.testing.assert_array_equal(r0[k], r1[k])
     assert np.isnan(r0["gamma"][2]) and r0["gamma"][0] == 0.0
     assert 0.05 < g_ref.gamma[GAMMA_TS].min()  # the model is not trivial
     # feature statistics: merged over ranks = one pass, on both ranks
@@ -295,6 +300,8 @@ def test_distributed_gamma_checkpoint_resumes_after_interrupt(tmp_path, monkeypa
     assert calls["n"] + 10**9 < 6 * 5  # 6 timesteps × 5 batches when nothing is reused
     np.testing.assert_array_equal(resumed.gamma, clean.gamma)
     np.testing.assert_array_equal(resumed.stderr, clean.stderr)
+    np.testing.assert_array_equal(resumed.residual, clean.residual)
+    np.testing.assert_array_equal(resumed.one_minus_gamma, clean.one_minus_gamma)
     with pytest.raises(ValueError, match="written by a run with other arguments"):
         D.distributed_gamma(eps, SCHED, toy_data, timesteps=ts, num_samples=300, batch_size=64, seed=3,
                             progress=False, checkpoint=stem)

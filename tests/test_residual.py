@@ -188,6 +188,23 @@ def test_residual_variance_minimises_the_exact_bound(scale, bias, schedule):
         assert toy.evaluate_exact(data, schedule, traj, "residual-ddpm", eps_model=model).vb_nats_per_dim < a
 
 
+def test_clipping_a_residual_variance_to_theorem2_would_be_wrong():
+    """For a biased model (ε̂ = ε* + 1, so R_t = 2 − Γ_t > 1) the residual variance exceeds Theorem 2's eq. 11 on every
+    transition; it is reported there, and clipping it into the bound raises the exact bound of the imperfect chain."""
+    data = toy.default_gaussian(dim=16, seed=1)
+    s = LINEAR
+    model = _imperfect(data, s, 1.0, 1.0)
+    traj = even_trajectory(s.N, 25)
+    r = toy.evaluate_exact(data, s, traj, "residual-ddpm", eps_model=model)
+    b = r.bound
+    out = r.variances.outside_bounds
+    assert out.all() and np.all(r.sigma_sq > r.variances.upper)
+    clipped = np.clip(b.sigma_sq, b.lambda_sq, r.variances.upper)
+    inner = traj[:-1] >= 1
+    kl = exact_mean_transition_kl(b.lambda_sq, clipped, b.coef_x0, b.cov_x0)
+    assert kl[inner].sum() > b.kl_terms[inner].sum() + 1e-6
+
+
 def test_residual_equals_theorem1_for_the_exact_predictor(small):
     """With ε̂ = ε*, R = 1 − Γ and the residual method is Analytic-DPM (bit for bit when unclipped)."""
     for method, eta in (("ddpm", 0.0), ("ddim", 0.4)):
