@@ -117,7 +117,7 @@ def run(out_dir, fast: bool = False):
         preset, _, y = MODELS[m]
         eps = load_pretrained(preset, need[f"checkpoint {m}"][0], device=device, batch_size=cfg.batch_size)
         res = evaluate_pretrained(eps, eps.schedule, train, test, out_dir / "cifar10" / m, cfg, extractor=extractor,
-                                  clip_sigma_pixel={"analytic-ddpm": y}, device=device)
+                                  clip_sigma_pixel={"analytic-ddpm": y, "residual-ddpm": y}, device=device)
         for title, table, paper in (("bits/dim", res.nll_bits_per_dim, PAPER_NLL[m]),
                                     (res.metric_name or "FD", res.fd, PAPER_FID[m])):
             if not table:
