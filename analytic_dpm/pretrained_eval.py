@@ -40,15 +40,16 @@ CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.
 
 def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_samples: int, shape, stats_of,
                     reference, samples_dir, seed: int, batch_size: int, device=None, progress: bool | None = False,
-                    clip_sigma_pixel: dict | None = None, on_result=None) -> dict:
+                    clip_sigma_pixel: dict | None = None, on_result=None, trajectory_rounding: str = "exact") -> dict:
     """Table 2's protocol: for each method and K, ``num_samples`` samples on the even trajectory (x̂_0 clamped, σ₂
     clipped per :data:`CLIP_SIGMA_PIXEL` updated by ``clip_sigma_pixel``, per-sample seeds), written to and resumed
     from ``samples_dir/<method>_K<K>.npy``, scored by ``frechet_distance(reference, stats_of(x))``.
 
     ``gamma``: a Γ array, or a :class:`~analytic_dpm.gamma.GammaEstimate` (needed for the residual methods, which
     take its ``residual``). ``stats_of(x) -> FeatureStatistics`` extracts the features; ``reference`` is a FeatureStatistics or a (μ, Σ)
-    pair. ``on_result(method, K, x, distance)`` is called after each score, with the float32 samples. Returns
-    {method: {K: distance}}.
+    pair. ``on_result(method, K, x, distance)`` is called after each score, with the float32 samples.
+    ``trajectory_rounding``: the even trajectory's rounding (:func:`~analytic_dpm.trajectories.even_trajectory`;
+    'official' reproduces the official code at every K). Returns {method: {K: distance}}.
     """
     from .metrics import frechet_distance
 
@@ -57,7 +58,8 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
     for m in methods:
         fd[m] = {}
         for K in Ks:
-            x = sample(eps_model, schedule, even_trajectory(schedule.N, K), m, num_samples=num_samples, shape=shape,
+            traj = even_trajectory(schedule.N, K, rounding=trajectory_rounding)
+            x = sample(eps_model, schedule, traj, m, num_samples=num_samples, shape=shape,
                        gamma=gamma if m.startswith(("analytic", "residual")) else None, clip_x0=True,
                        clip_sigma_pixel=clip[m],
                        seed=seed, batch_size=batch_size, backend="torch", device=device, progress=progress,
@@ -81,6 +83,11 @@ class PretrainedEvalConfig:
     methods: tuple = METHODS + RESIDUAL_METHODS  #: Table 2 rows: the paper's five and the residual variances
     batch_size: int = 500
     seed: int = 1234  #: the official code's sampling seed (facts §5.7)
+    #: the decoder's normal CDF: 'tanh', the official approximation the paper's Table 1 was computed with (facts
+    #: §4.5), or 'exact' (the library's default elsewhere; it differs by about 0.015 bits/dim)
+    decoder_cdf: str = "tanh"
+    #: the even trajectory's rounding: 'official' (the official code's float accumulation, equal at every K) or 'exact'
+    trajectory_rounding: str = "official"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -162,6 +169,11 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
     if config.gamma_samples < 1:
         raise ValueError(f"config.gamma_samples must be at least 1; got {config.gamma_samples}. The paper uses 50000 "
                          "for CIFAR10; even 10 is close (P Table 5).")
+    if config.decoder_cdf not in ("tanh", "exact"):
+        raise ValueError(f"config.decoder_cdf must be 'tanh' (official) or 'exact'; got {config.decoder_cdf!r}.")
+    if config.trajectory_rounding not in ("official", "exact"):
+        raise ValueError(f"config.trajectory_rounding must be 'official' or 'exact'; got "
+                         f"{config.trajectory_rounding!r}.")
     unknown = [m for m in config.methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"config.methods must be drawn from {ALL_METHODS}; got {unknown}.")
@@ -199,15 +211,17 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
             ot_base = None
             if x_ot is not None:
                 F = baseline_cost_matrix(eps_model, schedule, x_ot, "ddpm-large", seed=config.seed + 1,
-                                         batch_size=config.batch_size, device=device, progress=progress)
+                                         batch_size=config.batch_size, device=device, progress=progress,
+                                         cdf=config.decoder_cdf)
                 ot_base = optimal_trajectories_from_costs(F.F, K_max=max(config.Ks), progress=False)
                 nll["OT ddpm-large"] = {}
             nll["OT analytic-ddpm"] = {}
             nll["OT(R) residual-ddpm"] = {}
             for K in config.Ks:
-                st = collect_bound_statistics(eps_model, schedule, even_trajectory(schedule.N, K), x_nll,
-                                              seed=config.seed, batch_size=config.batch_size, device=device,
-                                              progress=progress)
+                et = even_trajectory(schedule.N, K, rounding=config.trajectory_rounding)
+                st = collect_bound_statistics(eps_model, schedule, et, x_nll, seed=config.seed,
+                                              batch_size=config.batch_size, device=device, progress=progress,
+                                              cdf=config.decoder_cdf)
                 for m in DDPM_FAMILY:
                     nll[f"ET {m}"][K] = st.bound(m, gamma=est if m in ("analytic-ddpm", "residual-ddpm")
                                                  else None).bits_per_dim
@@ -215,11 +229,13 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                                      ("OT(R) residual-ddpm", "residual-ddpm", ot_res)):
                     nll[label][K] = variational_bound(
                         eps_model, schedule, ot.trajectory(K), m, x_nll, gamma=est, seed=config.seed,
-                        batch_size=config.batch_size, device=device, progress=progress).bits_per_dim
+                        batch_size=config.batch_size, device=device, progress=progress,
+                        cdf=config.decoder_cdf).bits_per_dim
                 if ot_base is not None:
                     nll["OT ddpm-large"][K] = variational_bound(
                         eps_model, schedule, ot_base.trajectory(K), "ddpm-large", x_nll, seed=config.seed,
-                        batch_size=config.batch_size, device=device, progress=progress).bits_per_dim
+                        batch_size=config.batch_size, device=device, progress=progress,
+                        cdf=config.decoder_cdf).bits_per_dim
                 log(f"  bound at K = {K}: " + ", ".join(f"{k} {v[K]:.3f}" for k, v in nll.items()))
             res.nll_bits_per_dim = nll
             res.wall_s["nll"] = time.perf_counter() - t0
@@ -244,6 +260,7 @@ def evaluate_pretrained(eps_model, schedule: Schedule, train_images, test_images
                                                       progress=False),
                 reference=ref, samples_dir=out / "samples", seed=config.seed, batch_size=config.batch_size,
                 device=device, progress=progress, clip_sigma_pixel=clip_sigma_pixel,
+                trajectory_rounding=config.trajectory_rounding,
                 on_result=lambda m, K, x, d: log(f"  {res.metric_name} {m} K = {K}: {d:.3f}"))
             res.wall_s["fd"] = time.perf_counter() - t0
 

@@ -28,16 +28,38 @@ def _round_half_even(num: np.ndarray, den: int) -> np.ndarray:
     return q + up
 
 
-def even_trajectory(N: int, K: int) -> np.ndarray:
+#: the rounding conventions of :func:`even_trajectory`
+ROUNDINGS = ("exact", "official")
+
+
+def even_trajectory(N: int, K: int, rounding: str = "exact") -> np.ndarray:
     """The paper's even trajectory (ET, App. F.4): τ_k = round(1 + (k−1)(N−1)/(K−1)), k = 1..K.
 
-    It always contains 1 and N. Ties round half to even, as Python's ``round`` does in the official code
-    (N = 1000, K = 25 gives τ_13 = 500, not 501). The rounding here is exact integer arithmetic, so it never
-    depends on floating-point accumulation. K = 1 gives ``[0, N]``.
+    It always contains 1 and N; K = 1 gives ``[0, N]``. Ties round half to even (N = 1000, K = 25 gives
+    τ_13 = 500, not 501).
+
+    ``rounding="exact"`` (default) rounds the exact fraction, in integer arithmetic, as the paper's formula says.
+    ``rounding="official"`` reproduces the official code bit for bit: it accumulates the float64 stride
+    a = (N − 1)/(K − 1) (``cur += a`` from 1.0) and applies Python's ``round`` to the drifted value, so where the
+    exact value is a tie x.5 the drift can push it either way. The two agree for every K of the paper's tables, but
+    not everywhere: at N = 1000, 301 of the 999 values K = 2..1000 differ by one at a tie (K = 15: τ_8 = 500 here,
+    501 there); at N = 4000, 1228 of 3999. Use ``"official"`` to reproduce the official code's runs at other K.
     """
     N, K = _check_NK(N, K)
+    if rounding not in ROUNDINGS:
+        raise ValueError(
+            f"rounding must be 'exact' (the paper's formula, exact ties half to even) or 'official' (the official "
+            f"code's floating-point accumulation); got {rounding!r}."
+        )
     if K == 1:
         return np.array([0, N], dtype=np.int64)
+    if rounding == "official":
+        a = (N - 1) / (K - 1)
+        cur, tau = 1.0, []
+        for _ in range(K):
+            tau.append(round(cur))
+            cur += a
+        return np.concatenate([[0], tau]).astype(np.int64)
     k = np.arange(K, dtype=np.int64)  # k − 1 = 0..K−1
     num = (K - 1) + k * (N - 1)  # (1 + (k−1)(N−1)/(K−1)) · (K−1)
     tau = _round_half_even(num, K - 1)

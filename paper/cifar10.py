@@ -13,6 +13,10 @@ network evaluations per model) or ``paper`` (M = 50000, 10000 test images, 50000
 million evaluations per model, for which ``torchrun`` with ``analytic_dpm.distributed`` shards the sampling). No GPU
 was available to time either; the paper's Table 4 gives 29 ms per batch of 10 on an RTX 2080 Ti for this network.
 Everything resumes after an interruption (out/cifar10/<model>/).
+
+Conventions: as the paper's numbers were computed, the decoder uses the official tanh CDF and the even trajectory
+the official float rounding (``PretrainedEvalConfig.decoder_cdf = "tanh"``, ``trajectory_rounding = "official"``,
+the defaults of ``QUICK_SIZE`` and ``PAPER_SIZE``); the sidecar records both.
 """
 
 from __future__ import annotations

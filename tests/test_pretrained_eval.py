@@ -1,5 +1,6 @@
 """evaluate_pretrained (Γ → bound → FD, resumable) on a tiny network, CIFAR10's binary reader, the cifar10 target."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -119,3 +120,28 @@ def test_cifar10_target_lists_what_is_missing(tmp_path, monkeypatch):
     text = path.read_text()
     assert "MISSING: checkpoint ls" in text and "400000.ckpt.pth" in text and "found: cifar10" in text
     assert "MISSING: inception" in text and "ANALYTIC_DPM_FID_WEIGHTS" in text
+
+
+def test_reproduction_conventions_are_the_official_ones(tiny, tmp_path):
+    """evaluate_pretrained computes Table 1 as the paper did: the decoder with the official tanh CDF and the even
+    trajectory with the official rounding (the defaults of PretrainedEvalConfig); 'exact' is one option away."""
+    from analytic_dpm.image_likelihood import collect_bound_statistics
+    from analytic_dpm.trajectories import even_trajectory
+
+    eps, sched, imgs, _ = tiny
+    cfg = PretrainedEvalConfig(Ks=(3,), gamma_samples=8, nll_images=4, ot_images=0, fid_samples=0, batch_size=16,
+                               seed=3)
+    assert (cfg.decoder_cdf, cfg.trajectory_rounding) == ("tanh", "official")
+    res = evaluate_pretrained(eps, sched, imgs[:16], imgs[16:], tmp_path / "a", cfg, log=lambda *a: None)
+    traj = even_trajectory(sched.N, 3, rounding="official")
+    by = {cdf: collect_bound_statistics(eps, sched, traj, imgs[16:20], seed=3, batch_size=16, cdf=cdf,
+                                        progress=False).bound("ddpm-large").bits_per_dim for cdf in ("tanh", "exact")}
+    assert res.nll_bits_per_dim["ET ddpm-large"][3] == by["tanh"] != by["exact"]
+    exact = evaluate_pretrained(eps, sched, imgs[:16], imgs[16:], tmp_path / "b",
+                                dataclasses.replace(cfg, decoder_cdf="exact"), log=lambda *a: None)
+    assert exact.nll_bits_per_dim["ET ddpm-large"][3] == by["exact"]
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())["config"]
+    assert saved["decoder_cdf"] == "tanh" and saved["trajectory_rounding"] == "official"
+    for bad in (dict(decoder_cdf="erf"), dict(trajectory_rounding="up")):
+        with pytest.raises(ValueError, match="config.(decoder_cdf|trajectory_rounding) must be"):
+            evaluate_pretrained(eps, sched, imgs[:16], imgs[16:], tmp_path / "c", dataclasses.replace(cfg, **bad))

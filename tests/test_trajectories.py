@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import analytic_dpm as adpm
+from analytic_dpm.trajectories import even_trajectory
 
 
 def test_even_trajectory_paper_examples():
@@ -79,3 +80,38 @@ def test_make_and_validate():
     assert adpm.validate_trajectory(np.array([0.0, 3.0, 4.0]), 4).dtype == np.int64
     s, t = adpm.transitions(adpm.even_trajectory(10, 3))
     assert s.tolist() == [0, 1, 6] and t.tolist() == [1, 6, 10]
+
+
+@pytest.mark.parametrize("N,expected_diff", [(1000, 301), (4000, 1228)])
+def test_official_rounding_against_exact_for_every_K(N, expected_diff):
+    """rounding='official' reproduces the official code's float accumulation (written here from its description,
+    facts file §4.6: cur = 1.0; K times: append round(cur); cur += (N − 1)/(K − 1)); the exact default differs from it
+    only at x.5 ties, by one, at 301 of 999 K (N = 1000) and 1228 of 3999 (N = 4000)."""
+    differ = 0
+    for K in range(1, N + 1):
+        off = even_trajectory(N, K, rounding="official")
+        if K >= 2:
+            a, cur, ref = (N - 1) / (K - 1), 1.0, []
+            for _ in range(K):
+                ref.append(round(cur))
+                cur += a
+            np.testing.assert_array_equal(off[1:], ref)
+        ex = even_trajectory(N, K)
+        assert off[0] == 0 and off[-1] == N and np.all(np.diff(off) > 0) and (K == 1 or off[1] == 1)
+        if not np.array_equal(off, ex):
+            differ += 1
+            d = np.flatnonzero(off != ex)
+            assert np.all(np.abs(off[d] - ex[d]) == 1)
+            k = d - 1  # τ index k − 1 = 0-based position in 1..K
+            assert np.all(2 * ((K - 1) + k * (N - 1)) % (2 * (K - 1)) == K - 1)  # the exact value is a tie x.5
+    assert differ == expected_diff
+
+
+def test_official_rounding_examples_and_errors():
+    assert even_trajectory(1000, 15, rounding="official")[8] == 501
+    assert even_trajectory(1000, 15)[8] == 500
+    for N, K in ((1000, 10), (1000, 25), (1000, 50), (1000, 100), (1000, 200), (1000, 400), (4000, 25),
+                 (4000, 50), (4000, 100), (4000, 200), (4000, 400), (4000, 1000)):  # the paper's tables: no drift
+        np.testing.assert_array_equal(even_trajectory(N, K, rounding="official"), even_trajectory(N, K))
+    with pytest.raises(ValueError, match="rounding must be 'exact'.*'official'"):
+        even_trajectory(1000, 10, rounding="half-up")
