@@ -43,6 +43,9 @@ NOISE_CHUNK = 16
 _STREAM_TAG = 0x73616D70  # "samp": keeps these streams apart from other users of SeedSequence(seed).spawn(...)
 BACKENDS = ("numpy", "torch")
 _FILE_FORMAT = "analytic_dpm.sampling/1"
+#: how the DDIM-family mean treats ε̂ when x̂_0 is clamped: 'raw' (the official code and diffusers' default) or
+#: 'consistent' (diffusers' DDIMScheduler.step(..., use_clipped_model_output=True))
+DDIM_EPS = ("raw", "consistent")
 
 
 # ======================================================================================== coefficient table
@@ -73,6 +76,13 @@ class CoefficientTable:
     variances: ReverseVariances  #: the Theorem 1/2 variances this table came from
     sigma_sq_clip_threshold: float | None  #: (y·(2/255)·√(π/2))² when ``clip_sigma_pixel = y`` was given
     sigma_sq_clipped: np.ndarray  #: True where the pixel clip lowered σ² (only ever entry 1, i.e. (τ_1, τ_2))
+    #: DDIM family with x̂_0 clamped: 'raw' uses the network's ε̂ in the mean (the official code, the default);
+    #: 'consistent' re-derives ε̃ = (x_t − √ᾱ_t clamp(x̂_0))/√β̄_t from the clamped x̂_0, as diffusers' DDIMScheduler
+    #: does with use_clipped_model_output=True. Without clamping the two are identical; the DDPM family's mean has no
+    #: ε̂ term and ignores it.
+    ddim_eps: str = "raw"
+    eps_from_xt: np.ndarray | None = None  #: 1/√β̄_t (for 'consistent')
+    eps_from_x0: np.ndarray | None = None  #: −√(ᾱ_t/β̄_t) (for 'consistent')
 
     @property
     def K(self) -> int:
@@ -88,6 +98,8 @@ class CoefficientTable:
         for name in ("s", "t", "coef_x0", "coef_xt", "coef_eps", "noise_scale", "x0_from_xt", "x0_from_eps"):
             h.update(name.encode())
             h.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        if self.ddim_eps != "raw" and self.family == "ddim":  # 'raw' keeps the fingerprints of earlier versions
+            h.update(f"ddim_eps={self.ddim_eps}".encode())
         return h.hexdigest()
 
 
@@ -107,6 +119,7 @@ def coefficient_table(
     *,
     one_minus_gamma=None,
     residual=None,
+    ddim_eps: str = "raw",
 ) -> CoefficientTable:
     """The sampler's coefficients along ``trajectory`` for one of the methods of
     :data:`~analytic_dpm.variance.ALL_METHODS`, in float64.
@@ -118,7 +131,18 @@ def coefficient_table(
     ``clip_sigma_pixel = y`` (P App. F.2) sets σ² = min(σ², (y·(2/255)·√(π/2))²) on the transition (τ_1, τ_2) only,
     the second one (k = 2); with K = 1 there is no such transition and nothing is clipped. The last transition
     (s = 0) gets coef_x0 = 1, coef_xt = coef_eps = 0 and σ² = 0: it outputs x̂_0.
+
+    ``ddim_eps`` (DDIM family, matters only when the sampler clamps x̂_0): 'raw' (default, the official code:
+    √ᾱ_s clamp(x̂_0) + √(β̄_s − λ²) ε̂ with the network's ε̂) or 'consistent' (the ε̂ term re-derived from the
+    clamped x̂_0, ε̃ = (x_t − √ᾱ_t clamp(x̂_0))/√β̄_t, as diffusers' DDIMScheduler does with
+    ``use_clipped_model_output=True``). The raw form lets a clamped
+    x̂_0 and an unclamped ε̂ disagree, which accumulates over many deterministic steps on a weak model.
     """
+    if ddim_eps not in DDIM_EPS:
+        raise ValueError(
+            f"ddim_eps must be 'raw' (the official code: the network's ε̂ in the DDIM mean) or 'consistent' (ε̂ "
+            f"re-derived from the clamped x̂_0, as diffusers does); got {ddim_eps!r}."
+        )
     var = reverse_variances(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
                             one_minus_gamma=one_minus_gamma, residual=residual)
     data_range = _check_data_range(data_range)
@@ -153,12 +177,15 @@ def coefficient_table(
         coef_x0=coef_x0, coef_xt=coef_xt, coef_eps=coef_eps, noise_scale=np.sqrt(sigma_sq), sigma_sq=sigma_sq,
         x0_from_xt=np.exp(-0.5 * schedule.log_alpha_bar[t]),
         x0_from_eps=-np.sqrt(schedule.beta_bar[t] / schedule.alpha_bar[t]),
+        eps_from_xt=1.0 / np.sqrt(schedule.beta_bar[t]),
+        eps_from_x0=-np.sqrt(schedule.alpha_bar[t] / schedule.beta_bar[t]),
     )
     for a in (*arrays.values(), s, t, clipped):
         a.setflags(write=False)
     return CoefficientTable(
         schedule=schedule, trajectory=var.trajectory, method=method, family=family, eta=eta, data_range=data_range,
-        s=s, t=t, variances=var, sigma_sq_clip_threshold=threshold, sigma_sq_clipped=clipped, **arrays,
+        s=s, t=t, variances=var, sigma_sq_clip_threshold=threshold, sigma_sq_clipped=clipped, ddim_eps=ddim_eps,
+        **arrays,
     )
 
 
@@ -186,6 +213,8 @@ def _step_with_x0(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
     if b != 0.0:
         out = out + b * x_t
     if e != 0.0:
+        if clamp is not None and tab.ddim_eps == "consistent":  # ε̃ from the clamped x̂_0 (diffusers' DDIM)
+            eps_hat = float(tab.eps_from_xt[i]) * x_t + float(tab.eps_from_x0[i]) * x0
         out = out + e * eps_hat
     if c != 0.0 and noise is not None:
         out = out + c * noise
@@ -455,6 +484,7 @@ def sample(
     *,
     one_minus_gamma=None,
     residual=None,
+    ddim_eps: str = "raw",
 ):
     """Draw ``num_samples`` samples of ``shape`` by ancestral sampling along ``trajectory`` (P §4, mean of eq. 6 with
     σ² from Theorem 1 or a baseline): x_{τ_K} ~ N(0, I), then x_s = μ(x_t, ε̂_t(x_t)) + √σ²_{s|t} z for k = K..1.
@@ -465,6 +495,10 @@ def sample(
     * ``method``, ``gamma``, ``eta``, ``data_range``, ``clip``, ``clip_sigma_pixel``, ``one_minus_gamma``,
       ``residual``: as in :func:`coefficient_table` (e.g. ``method='residual-ddpm', gamma=estimate`` takes R from a
       :class:`~analytic_dpm.gamma.GammaEstimate`).
+    * ``ddim_eps``: with ``clip_x0=True`` and a DDIM-family method, 'raw' (default, the official code) keeps the
+      network's ε̂ in the mean, 'consistent' re-derives it from the clamped x̂_0 (diffusers'
+      ``use_clipped_model_output=True``; see
+      :func:`coefficient_table`).
     * ``clip_x0=True`` clamps x̂_0 to ``data_range`` at every step, as the official code does for images. The default
       (None) does not clamp, because toy data are unbounded; pass ``clip_x0=True`` for images in [−1, 1].
     * Randomness: sample ``first_index + i`` takes x_{τ_K} and its noise from a stream fixed by (seed, index), so the
@@ -483,7 +517,8 @@ def sample(
     if not callable(eps_model):
         raise TypeError(f"eps_model must be callable as eps_model(x, n) -> eps_hat; got {type(eps_model).__name__}.")
     table = coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
-                              clip_sigma_pixel=clip_sigma_pixel, one_minus_gamma=one_minus_gamma, residual=residual)
+                              clip_sigma_pixel=clip_sigma_pixel, one_minus_gamma=one_minus_gamma, residual=residual,
+                              ddim_eps=ddim_eps)
     clamp = x0_clamp_range(clip_x0, table.data_range)
     num_samples = as_int("num_samples", num_samples, minimum=1, fix="Ask for at least one sample.")
     shape = check_sample_shape(shape)

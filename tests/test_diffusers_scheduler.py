@@ -384,3 +384,27 @@ def test_benchmark_smoke(tmp_path):
     assert all(r["overhead_ms_per_step_null_net"] > 0 for r in res["rows"])
     assert bench.SIZES["cifar10"]["block_out_channels"] == (128, 256, 256, 256)
     assert res["check_scheduler_vs_sample_max_abs_diff"] < 1e-5
+
+
+def test_ddim_eps_option_reaches_the_table_and_the_config(tmp_path):
+    import analytic_dpm as adpm
+    from analytic_dpm.integrations import AnalyticDPMScheduler
+    from analytic_dpm.sampling import coefficient_table, reverse_step
+
+    s = adpm.Schedule.linear(100)
+    traj = adpm.even_trajectory(100, 5)
+    sched = AnalyticDPMScheduler.from_schedule(s, method="ddim", trajectory=traj, ddim_eps="consistent")
+    assert sched.table.ddim_eps == "consistent"
+    assert sched.table.fingerprint() == coefficient_table(s, traj, "ddim", ddim_eps="consistent").fingerprint()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64) * 3
+    e = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
+    t = int(traj[3]) - 1
+    out = sched.step(e, t, x).prev_sample
+    torch.testing.assert_close(out, reverse_step(sched.table, 3, x, e, clip_x0=True))
+    raw = AnalyticDPMScheduler.from_schedule(s, method="ddim", trajectory=traj)
+    assert not torch.allclose(raw.step(e, t, x).prev_sample, out)
+    sched.save_pretrained(tmp_path)
+    assert AnalyticDPMScheduler.from_pretrained(tmp_path).config.ddim_eps == "consistent"
+    with pytest.raises(ValueError, match="ddim_eps must be one of"):
+        AnalyticDPMScheduler.from_schedule(s, method="ddim", trajectory=traj, ddim_eps="clipped")

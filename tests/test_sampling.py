@@ -473,3 +473,60 @@ def test_progress_bar_counts_steps_times_batches(capsys):
     assert "9/9" in err  # 3 batches × 3 steps
     sample(ExactEps(), SCHED, traj, "ddim", 10, (D,), batch_size=4, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_ddim_consistent_eps_against_diffusers_formula():
+    """ddim_eps='consistent' re-derives ε̃ = (x_t − √ᾱ_t clamp(x̂_0))/√β̄_t for the DDIM mean (diffusers' DDIM with
+    clipping); 'raw' (default) keeps the network's ε̂ (the official code). Without clamping they are identical."""
+    import analytic_dpm as adpm
+    from analytic_dpm.sampling import coefficient_table, reverse_step
+
+    s = adpm.Schedule.linear(1000)
+    traj = adpm.even_trajectory(1000, 10)
+    rng = np.random.default_rng(0)
+    x_t = rng.standard_normal((5, 7)) * 1.5
+    eps = rng.standard_normal((5, 7))
+    raw = coefficient_table(s, traj, "ddim")
+    con = coefficient_table(s, traj, "ddim", ddim_eps="consistent")
+    assert raw.fingerprint() != con.fingerprint()
+    k = 6
+    t, sv = int(traj[k]), int(traj[k - 1])
+    ab_t, ab_s = s.alpha_bar[t], s.alpha_bar[sv]
+    x0 = np.clip((x_t - np.sqrt(1 - ab_t) * eps) / np.sqrt(ab_t), -1, 1)
+    eps_c = (x_t - np.sqrt(ab_t) * x0) / np.sqrt(1 - ab_t)
+    np.testing.assert_allclose(reverse_step(con, k, x_t, eps, clip_x0=True),
+                               np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps_c, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(reverse_step(raw, k, x_t, eps, clip_x0=True),
+                               np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(reverse_step(con, k, x_t, eps), reverse_step(raw, k, x_t, eps), rtol=1e-12)
+    # DDPM family: the mean has no ε̂ term, so the option changes nothing
+    np.testing.assert_array_equal(reverse_step(coefficient_table(s, traj, "ddpm-small", ddim_eps="consistent"), k,
+                                               x_t, eps, clip_x0=True),
+                                  reverse_step(coefficient_table(s, traj, "ddpm-small"), k, x_t, eps, clip_x0=True))
+    with pytest.raises(ValueError, match="ddim_eps must be 'raw'"):
+        coefficient_table(s, traj, "ddim", ddim_eps="diffusers")
+
+
+def test_ddim_consistent_matches_diffusers_ddim_scheduler():
+    """Against diffusers' own DDIMScheduler (clip_sample=True, eta=0) on a trajectory of its timesteps: 'raw' is its
+    default step, 'consistent' its step with use_clipped_model_output=True, to float32 round-off."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    import analytic_dpm as adpm
+    from analytic_dpm.sampling import coefficient_table, reverse_step
+
+    ds = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
+                                 set_alpha_to_one=False, timestep_spacing="leading")
+    ds.set_timesteps(10)
+    steps = sorted(int(t) for t in ds.timesteps)  # diffusers' t = the paper's n − 1
+    sched = adpm.Schedule.from_betas(ds.betas.double().numpy())
+    traj = np.array([0] + [t + 1 for t in steps])
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) * 2
+    eps = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    for mode, clipped_output in (("raw", False), ("consistent", True)):
+        tab = coefficient_table(sched, traj, "ddim", ddim_eps=mode)
+        for k in range(2, len(traj)):  # skip k = 1 (s = 0): diffusers uses ᾱ_prev = ᾱ_0 of its table there
+            ref = ds.step(eps.float(), steps[k - 1], x_t.float(), eta=0.0,
+                          use_clipped_model_output=clipped_output).prev_sample.double()
+            torch.testing.assert_close(reverse_step(tab, k, x_t, eps, clip_x0=True), ref, rtol=1e-5, atol=1e-5)

@@ -291,6 +291,10 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         trajectory_type: spacing used by ``set_timesteps(K)`` without a fixed trajectory: 'even' (the paper's ET,
             default), 'quadratic', 'ddim-stride'.
         clip_sample: clamp x̂_0 to ``data_range`` at every step (the official code does this for images).
+        ddim_eps: DDIM family with ``clip_sample``: 'raw' (default; the official code, and diffusers' DDIM step
+            without ``use_clipped_model_output``) uses the network's ε̂ in the mean; 'consistent' re-derives it from
+            the clamped x̂_0 (diffusers' ``use_clipped_model_output=True``), see
+            :func:`analytic_dpm.sampling.coefficient_table`.
         data_range: (a, b) of the data: Theorem 2's eq. 12 bound and the clamp; None for unbounded data.
         clip_variance: clip the analytic σ² into Theorem 2's bounds (``clip`` of :func:`coefficient_table`).
         clip_sigma_pixel: y of the sampling-only clip σ² ≤ (y·(2/255)·√(π/2))² on the step into τ_1 (App. F.2).
@@ -326,8 +330,10 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         prediction_type: str = "epsilon",
         residual=None,
         one_minus_gamma=None,
+        ddim_eps: str = "raw",
     ):
         N = as_int("num_train_timesteps", num_train_timesteps, minimum=1, fix="It is N, e.g. 1000.")
+        choice("ddim_eps", ddim_eps, sampling.DDIM_EPS)
         choice("method", method, ALL_METHODS)
         choice("trajectory_type", trajectory_type, tuple(TRAJECTORY_TYPES))
         choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
@@ -479,7 +485,8 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             stats = {"residual": self.residual}
         self.table = sampling.coefficient_table(
             self.schedule, traj, cfg.method, eta=cfg.eta, data_range=self._data_range,
-            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel, **stats,
+            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel,
+            ddim_eps=getattr(cfg, "ddim_eps", "raw"), **stats,
         )
         self._index = {int(t) - 1: i for i, t in enumerate(self.table.t.tolist())}
         self.num_inference_steps = self.table.K
