@@ -311,6 +311,48 @@ class NoiseStream:
         return self.buf[self.rows]
 
 
+_DEVICE_TAG = 0x64657663  # "devc": the device streams are a separate family from the host ones
+#: where :func:`sample` draws its noise with backend='torch': 'host' (numpy PCG64 streams, the same numbers on every
+#: device and backend) or 'device' (torch generators on the device: no host work or copy per step)
+NOISE_SOURCES = ("host", "device")
+
+
+class DeviceNoiseStream:
+    """The per-sample random numbers of :func:`sample` with ``noise='device'``: like :class:`NoiseStream`, but each
+    stream j = ⌊i / NOISE_CHUNK⌋ is a ``torch.Generator`` on ``device`` seeded from
+    ``SeedSequence(seed, spawn_key=(tag, j))``, and :meth:`draw` returns a tensor of ``dtype`` on the device.
+
+    Sample i still sees the same numbers whatever the batch boundaries, ``num_samples`` or number of processes, on
+    a given device type and torch version; the numbers differ from the host streams and between device types
+    (torch's CPU and CUDA generators are different algorithms).
+    """
+
+    def __init__(self, seed: int, lo: int, hi: int, shape: tuple, device, dtype):
+        import torch
+
+        seed = as_int("seed", seed, minimum=0, fix="Use a non-negative integer seed.")
+        shape = check_sample_shape(shape)
+        self.lo, self.hi, self.shape = lo, hi, shape
+        c0, c1 = lo // NOISE_CHUNK, (hi - 1) // NOISE_CHUNK
+        self.gens = []
+        for c in range(c0, c1 + 1):
+            state = np.random.SeedSequence(seed, spawn_key=(_DEVICE_TAG, c)).generate_state(1, np.uint64)[0]
+            self.gens.append(torch.Generator(device=device).manual_seed(int(state) & ((1 << 63) - 1)))
+        self.device, self.dtype = device, dtype
+        self.buf = torch.empty((len(self.gens) * NOISE_CHUNK, *shape), dtype=dtype, device=device)
+        self.rows = slice(lo - c0 * NOISE_CHUNK, hi - c0 * NOISE_CHUNK)
+
+    def draw(self):
+        """The next draw for samples lo..hi−1, a (hi − lo, *shape) view into a reused device buffer."""
+        import torch
+
+        C = NOISE_CHUNK
+        for j, g in enumerate(self.gens):
+            torch.randn((C, *self.shape), generator=g, dtype=self.dtype, device=self.device,
+                        out=self.buf[j * C:(j + 1) * C])
+        return self.buf[self.rows]
+
+
 # ======================================================================================== argument checks
 def check_sample_shape(shape) -> tuple:
     """One sample's shape as a tuple of positive ints (an int n means (n,)); TypeError/ValueError otherwise."""
@@ -485,6 +527,7 @@ def sample(
     one_minus_gamma=None,
     residual=None,
     ddim_eps: str = "raw",
+    noise: str = "host",
 ):
     """Draw ``num_samples`` samples of ``shape`` by ancestral sampling along ``trajectory`` (P §4, mean of eq. 6 with
     σ² from Theorem 1 or a baseline): x_{τ_K} ~ N(0, I), then x_s = μ(x_t, ε̂_t(x_t)) + √σ²_{s|t} z for k = K..1.
@@ -495,6 +538,10 @@ def sample(
     * ``method``, ``gamma``, ``eta``, ``data_range``, ``clip``, ``clip_sigma_pixel``, ``one_minus_gamma``,
       ``residual``: as in :func:`coefficient_table` (e.g. ``method='residual-ddpm', gamma=estimate`` takes R from a
       :class:`~analytic_dpm.gamma.GammaEstimate`).
+    * ``noise``: with backend='torch', 'host' (default) draws every sample's noise from the numpy streams of
+      :class:`NoiseStream` (the same numbers as backend='numpy') and copies it to the device each step; 'device'
+      draws it with torch generators on the device (:class:`DeviceNoiseStream`), with no host work or copy per
+      step; still the same samples for any batch size on a given device type, but other numbers than 'host'.
     * ``ddim_eps``: with ``clip_x0=True`` and a DDIM-family method, 'raw' (default, the official code) keeps the
       network's ε̂ in the mean, 'consistent' re-derives it from the clamped x̂_0 (diffusers'
       ``use_clipped_model_output=True``; see
@@ -529,6 +576,13 @@ def sample(
         batch_size = num_samples
     batch_size = as_int("batch_size", batch_size, minimum=1, fix="Pass a positive batch size, or None for one batch.")
     choice("backend", backend, BACKENDS)
+    choice("noise", noise, NOISE_SOURCES)
+    if noise == "device" and backend != "torch":
+        raise ValueError("noise='device' draws the noise with torch generators on the device: it needs "
+                         "backend='torch'. Use noise='host' with backend='numpy'.")
+    if noise == "device" and x_T is not None:
+        raise ValueError("x_T replaces the start, which noise='device' draws on the device; pass noise='host' to "
+                         "give x_T.")
     for nm, v in (("progress", progress), ("return_trajectory", return_trajectory)):
         if v is not None and not isinstance(v, (bool, np.bool_)):
             raise TypeError(f"{nm} must be True or False{' or None' if nm == 'progress' else ''}; got {v!r}.")
@@ -571,6 +625,8 @@ def sample(
             "clip_x0": clamp is not None, "clamp_range": None if clamp is None else list(clamp),
             "backend": backend, "dtype": str(np_dtype), "x_T": None if x_T is None else _sha(x_T),
         }
+        if noise == "device":  # only then: files written with host noise keep their keys
+            meta["noise"] = f"device:{torch.device(device).type}"
         store = _OutFile(out, meta, np_dtype, full_shape)
         samples = None
         todo = [b for b in batches if not _covered(store.done, *b)]
@@ -600,9 +656,11 @@ def sample(
     try:
         with grad_off:
             for lo, hi in todo:
-                noise = NoiseStream(seed, first_index + lo, first_index + hi, shape)
-                start = noise.draw()  # always drawn, so the noise below is the same with or without x_T
-                x = to_backend(start if x_T is None else x_T[lo:hi], copy=True)
+                on_device = noise == "device"
+                stream = (DeviceNoiseStream(seed, first_index + lo, first_index + hi, shape, device, dtype)
+                          if on_device else NoiseStream(seed, first_index + lo, first_index + hi, shape))
+                start = stream.draw()  # always drawn, so the noise below is the same with or without x_T
+                x = start.clone() if on_device else to_backend(start if x_T is None else x_T[lo:hi], copy=True)
                 if states is not None:
                     states[K, lo:hi] = to_numpy(x)
                 for i in range(K - 1, -1, -1):
@@ -610,7 +668,10 @@ def sample(
                     if not checked:
                         _check_eps_output(eps, x, backend, timesteps[i])
                         checked = True
-                    z = to_backend(noise.draw(), copy=False) if table.noise_scale[i] > 0.0 else None
+                    if table.noise_scale[i] > 0.0:
+                        z = stream.draw() if on_device else to_backend(stream.draw(), copy=False)
+                    else:
+                        z = None
                     _, x = _step_with_x0(table, i, x, eps, z, clamp)
                     if states is not None:
                         states[i, lo:hi] = to_numpy(x)
@@ -641,5 +702,6 @@ class _nullcontext:
 
 __all__ = [
     "CoefficientTable", "coefficient_table", "predict_x0", "reverse_step", "reverse_step_with_x0", "sample",
-    "NoiseStream", "NOISE_CHUNK", "BACKENDS", "x0_clamp_range", "check_sample_shape", "torch_device_dtype",
+    "NoiseStream", "DeviceNoiseStream", "NOISE_CHUNK", "NOISE_SOURCES", "BACKENDS", "x0_clamp_range",
+    "check_sample_shape", "torch_device_dtype", "DDIM_EPS",
 ]

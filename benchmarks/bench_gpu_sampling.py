@@ -6,7 +6,8 @@ What runs, for each K (default 10 and 100), on one device in one process:
 * ``analytic_dpm.sample``: :func:`analytic_dpm.sampling.sample` with the model wrapped by
   :func:`analytic_dpm.integrations.unet_eps_model`, backend torch on the device, ``clip_x0=True``; method 'ddim'
   (η = 0, no noise after the start) and 'analytic-ddpm' (noise at every step, drawn on the host from the per-sample
-  streams and copied to the device, as the library does).
+  streams and copied to the device, the default ``noise='host'``); and 'analytic-ddpm' with ``noise='device'``
+  (per-chunk torch generators on the device: no host work or copy per step).
 * ``diffusers DDIMPipeline``: ``DDIMPipeline(unet, DDIMScheduler)(batch_size=B, num_inference_steps=K, eta=0,
   output_type="np")``.
 * ``diffusers + AnalyticDPMScheduler``: ``DDPMPipeline(unet, AnalyticDPMScheduler)`` with 'analytic-ddpm', noise
@@ -191,10 +192,10 @@ def run(device: str = "cuda", size: str = "cifar10", batch: int = 256, Ks=(10, 1
         net_s = _time(net_only, dev, repeats)
         progress(f"K = {K}: network only {net_s:.4f} s")
 
-        def ours(method, model):
+        def ours(method, model, noise="host"):
             def f():
                 adpm.sample(model, schedule, traj, method, batch, shape, gamma=gamma, clip_x0=True, seed=seed,
-                            backend="torch", device=dev, dtype=dtype, progress=False)
+                            backend="torch", device=dev, dtype=dtype, progress=False, noise=noise)
             return f
 
         def diffusers_ddim(model=None):
@@ -213,6 +214,8 @@ def run(device: str = "cuda", size: str = "cifar10", batch: int = 256, Ks=(10, 1
         cases = [
             ("analytic_dpm.sample", "ddim", ours("ddim", eps_model), ours("ddim", eps_null)),
             ("analytic_dpm.sample", "analytic-ddpm", ours("analytic-ddpm", eps_model), ours("analytic-ddpm", eps_null)),
+            ("analytic_dpm.sample, noise='device'", "analytic-ddpm", ours("analytic-ddpm", eps_model, "device"),
+             ours("analytic-ddpm", eps_null, "device")),
             ("diffusers DDIMPipeline", "ddim (DDIMScheduler)", diffusers_ddim(), diffusers_ddim(null)),
             ("diffusers + AnalyticDPMScheduler", "analytic-ddpm", diffusers_adpm(), diffusers_adpm(null)),
         ]

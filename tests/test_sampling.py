@@ -530,3 +530,39 @@ def test_ddim_consistent_matches_diffusers_ddim_scheduler():
             ref = ds.step(eps.float(), steps[k - 1], x_t.float(), eta=0.0,
                           use_clipped_model_output=clipped_output).prev_sample.double()
             torch.testing.assert_close(reverse_step(tab, k, x_t, eps, clip_x0=True), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_device_noise_is_per_sample_and_batch_independent(tmp_path):
+    """noise='device': torch generators on the device, seeded per chunk of NOISE_CHUNK samples from the seed; the
+    samples do not depend on batch_size or on first_index sharding, differ from the host streams, and resume."""
+    torch = pytest.importorskip("torch")
+    import analytic_dpm as adpm
+    from analytic_dpm import toy
+    from analytic_dpm.sampling import NOISE_CHUNK, DeviceNoiseStream, sample
+
+    s = adpm.Schedule.linear(100)
+    data = toy.default_gaussian(dim=6)
+    eps = data.eps_model(s)
+    traj = adpm.even_trajectory(100, 5)
+    kw = dict(shape=(6,), gamma=data.gamma(s), data_range=None, backend="torch", dtype=torch.float64, seed=4,
+              progress=False, noise="device")
+    a = sample(eps, s, traj, "analytic-ddpm", 40, batch_size=40, **kw)
+    b = sample(eps, s, traj, "analytic-ddpm", 40, batch_size=7, **kw)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    tail = sample(eps, s, traj, "analytic-ddpm", 13, first_index=27, batch_size=5, **kw)
+    torch.testing.assert_close(tail, a[27:], rtol=0, atol=0)
+    host = sample(eps, s, traj, "analytic-ddpm", 40, **{**kw, "noise": "host"})
+    assert not torch.allclose(a, host)
+    # the same distribution: mean and variance of many draws of one stream
+    z = torch.cat([DeviceNoiseStream(0, 0, 4 * NOISE_CHUNK, (50,), "cpu", torch.float64).draw() for _ in range(3)])
+    assert abs(float(z.mean())) < 0.05 and abs(float(z.var()) - 1.0) < 0.05
+    # resumable through out=, keyed on the noise source
+    path = tmp_path / "x.npy"
+    c = sample(eps, s, traj, "analytic-ddpm", 40, batch_size=16, out=path, **kw)
+    torch.testing.assert_close(c, a, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        sample(eps, s, traj, "analytic-ddpm", 40, batch_size=16, out=path, **{**kw, "noise": "host"})
+    with pytest.raises(ValueError, match="noise='device'.*backend='torch'"):
+        sample(eps, s, traj, "analytic-ddpm", 4, shape=(6,), gamma=data.gamma(s), data_range=None, noise="device")
+    with pytest.raises(ValueError, match="noise must be one of"):
+        sample(eps, s, traj, "analytic-ddpm", 4, **{**kw, "noise": "gpu"})
