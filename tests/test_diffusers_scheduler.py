@@ -342,8 +342,13 @@ def test_errors(gamma):
         AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", data_range=None)
     sched = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim")
     x = torch.zeros((1, *SHAPE))
-    with pytest.raises(ValueError, match="call set_timesteps"):
-        sched.step(x, 99, x)
+    assert sched.step(x, 99, x).prev_sample.shape == x.shape  # before set_timesteps: the full trajectory
+    g = np.array(gamma.gamma)
+    g[7] = np.nan
+    partial = AnalyticDPMScheduler.from_schedule(SCHED, gamma=g, method="analytic-ddpm")
+    with pytest.raises(ValueError, match=r"step\(\) before set_timesteps runs the constructor's timesteps 99, …, 0.*"
+                                         r"Call set_timesteps"):
+        partial.step(x, 99, x)
     sched.set_timesteps(4)
     with pytest.raises(ValueError, match="timestep 50 is not on the current trajectory"):
         sched.step(x, 50, x)
@@ -379,8 +384,9 @@ def test_benchmark_smoke(tmp_path):
                        "--json", str(out), "--quiet"]) == 0
     res = json.loads(out.read_text())
     impls = {r["impl"] for r in res["rows"]}
-    assert impls == {"analytic_dpm.sample", "diffusers DDIMPipeline", "diffusers + AnalyticDPMScheduler"}
-    assert len(res["rows"]) == 4 and all(r["images_per_s"] > 0 and r["K"] == 2 for r in res["rows"])
+    assert impls == {"analytic_dpm.sample", "analytic_dpm.sample, noise='device'", "diffusers DDIMPipeline",
+                     "diffusers + AnalyticDPMScheduler"}
+    assert len(res["rows"]) == 5 and all(r["images_per_s"] > 0 and r["K"] == 2 for r in res["rows"])
     assert all(r["overhead_ms_per_step_null_net"] > 0 for r in res["rows"])
     assert bench.SIZES["cifar10"]["block_out_channels"] == (128, 256, 256, 256)
     assert res["check_scheduler_vs_sample_max_abs_diff"] < 1e-5

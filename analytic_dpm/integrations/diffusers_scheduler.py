@@ -12,7 +12,7 @@ update (the function :func:`analytic_dpm.sampling.sample` runs), so the two give
 
     sched = AnalyticDPMScheduler.from_schedule(schedule, gamma=gamma_estimate, method="analytic-ddpm",
                                                trajectory=adpm.optimal_trajectory(schedule, gamma, K=10))
-    pipe = DDPMPipeline(unet=unet, scheduler=sched)          # not DDIMPipeline: it swaps in a DDIMScheduler
+    pipe = DDPMPipeline(unet=unet, scheduler=sched)
     images = pipe(batch_size=16, num_inference_steps=10).images
 
 Statistics. The analytic methods use Theorem 1, σ*² = λ² + g²(1 − Γ_t), from ``gamma`` (Γ_n = E‖ε̂_n‖²/d) or
@@ -43,15 +43,71 @@ the Analytic-DDIM variance σ*² = λ² + g²(1 − Γ_t) (Theorem 1), not λ²:
 diffusers' DDIM step ties both to η, so it cannot express this; the table here carries them separately
 (``coef_eps`` and ``noise_scale``). Residual-DDIM is the same with σ² = λ² + g²R_t.
 
+Timestep spacing. ``set_timesteps(K)`` without a fixed ``trajectory`` spaces K steps by ``timestep_spacing`` when it
+is set, else by ``trajectory_type`` (default 'even', the paper's ET). ``timestep_spacing`` takes diffusers' own
+'leading' (with ``steps_offset`` added, as diffusers does), 'linspace' and 'trailing', giving exactly the
+``timesteps`` of diffusers' DDPMScheduler/DDIMScheduler ``set_timesteps(K)`` (:data:`DIFFUSERS_SPACINGS`), or one of
+this library's spacings (:data:`SPACINGS`: 'even', 'quadratic', 'ddim-stride', 'optimal'). ``timestep_spacing=None``
+(the default here) defers to ``trajectory_type``. Note that ``from_config(ddpm.config)`` takes a ``timestep_spacing``
+only when that config set it explicitly: diffusers drops the values a config left at their defaults
+(``_use_default_values``), so a default DDPMScheduler config gives this scheduler's default (even) spacing, not
+'leading'; pass ``timestep_spacing="leading"`` to ``from_config`` for diffusers' default.
+
+'optimal' runs Theorem 3's exact DP (:func:`analytic_dpm.optimal_trajectory`) at every new K, from ``gamma`` (or
+``one_minus_gamma``) for the analytic and baseline methods, or from ``residual`` for 'residual-ddpm'/'residual-ddim'
+(J = log(1 + g²R_t/λ²)), so ``pipe(num_inference_steps=K)`` samples on the optimal K-step trajectory (cached per K).
+It needs K >= 2 and the statistic at every n = 1..N; without it, ValueError::
+
+    sched = AnalyticDPMScheduler.from_schedule(schedule, gamma=est, method="analytic-ddpm", timestep_spacing="optimal")
+    DDPMPipeline(unet=unet, scheduler=sched)(num_inference_steps=10)   # the optimal 10-step trajectory
+
+Before ``set_timesteps`` the scheduler's ``timesteps`` are the constructor's N−1, …, 0, and ``step()`` works on them
+(the full trajectory [0, 1, …, N], built on the first step), as diffusers' schedulers do.
+
+Other diffusers options. ``from_config`` of a DDPMScheduler/DDIMScheduler config maps: ``clip_sample`` (clamp x̂_0),
+``clip_sample_range`` = r (sets ``data_range = (-r, r)``: the clamp and Theorem 2's bounds; conflicting with an
+explicit other ``data_range`` is a ValueError), ``prediction_type``, ``timestep_spacing``, ``steps_offset`` and the
+β options. ``rescale_betas_zero_snr=True`` applies diffusers' ``rescale_zero_terminal_snr`` to the betas (in float64);
+that always gives ᾱ_N = 0 (β_N = 1), where x̂_0 = (x_N − √β̄_N ε̂)/√ᾱ_N and Theorem 1's variances are undefined
+and :class:`~analytic_dpm.schedules.Schedule` needs 0 < β_n < 1, so it raises a ValueError saying so. The options in
+:data:`IGNORED_OPTIONS` (``thresholding``, ``dynamic_thresholding_ratio``, ``sample_max_value``,
+``set_alpha_to_one``, ``variance_type``) are stored in the config but not implemented; a value other than the
+harmless one (e.g. ``thresholding=True``, ``set_alpha_to_one=False``, any ``variance_type``: the method chooses the
+variance) raises a UserWarning naming the option and what is done instead. Keys diffusers' configs have that this
+class does not know at all are dropped by diffusers itself.
+
+DDIM keywords. ``step(..., eta=η, use_clipped_model_output=b)`` accepts diffusers' DDIMScheduler.step keywords:
+for a DDIM-family method an η other than the configured one uses a table rebuilt for that η (cached until the next
+``set_timesteps``; the Analytic-/Residual-DDIM noise variance is recomputed for it); a DDPM-family method accepts
+only η = 0 (ValueError otherwise). ``use_clipped_model_output=True`` is ``ddim_eps='consistent'`` for that step,
+False is 'raw', None keeps the config. DDIMPipeline: its ``__init__`` replaces any scheduler by
+``DDIMScheduler.from_config(scheduler.config)``, so ``DDIMPipeline(unet=unet, scheduler=sched)`` silently runs
+diffusers' DDIM. Assign the scheduler after construction instead; its ``__call__`` then passes ``eta`` (default 0.0)
+and ``use_clipped_model_output`` to our ``step``::
+
+    pipe = DDIMPipeline(unet=unet, scheduler=sched)   # holds a DDIMScheduler here
+    pipe.scheduler = sched                            # now ours; pipe(eta=...) must suit the method (η = 0 for DDPM)
+
+Saving and loading. ``pipe.save_pretrained(dir)`` records the scheduler in ``model_index.json`` as
+``["analytic_dpm.integrations.diffusers_scheduler", "AnalyticDPMScheduler"]`` (diffusers stores the full module of a
+class from a library it does not know), and ``DDPMPipeline.from_pretrained(dir)`` imports that module by name, so a
+fresh process loads it without any import of analytic_dpm (the package must be installed). Loading the scheduler
+alone: ``AnalyticDPMScheduler.from_pretrained(dir, subfolder="scheduler")``.
+
 Noise. A diffusers ``torch.Generator`` (or ``variance_noise=``) works as in other schedulers. To reproduce
 :func:`analytic_dpm.sampling.sample` exactly, pass a :class:`SeededNoise` as ``generator``: it draws the start
 x_{τ_K} and every step's noise from the library's per-sample streams (seed, ⌊i/16⌋), in the order ``sample`` draws
-them (a step with σ = 0 draws nothing).
+them (a step with σ = 0 draws nothing). A SeededNoise cannot be a pipeline's ``generator``: the pipelines draw the
+start x_T with ``torch.randn(..., generator=generator)`` before any scheduler call, and torch accepts only a
+``torch.Generator`` there, so ``pipe(generator=SeededNoise(...))`` raises torch's TypeError ("randn() received an
+invalid combination of arguments ... generator=SeededNoise"). Run the loop by hand (see :class:`SeededNoise`) to
+reproduce :func:`~analytic_dpm.sampling.sample`; pass a ``torch.Generator`` to a pipeline.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +133,7 @@ from ..gamma import GammaEstimate
 from ..models.protocol import TorchEpsModel, eps_from_prediction
 from ..posterior import check_eta, family_of
 from ..schedules import Schedule
+from ..optimal_trajectory import optimal_trajectory
 from ..trajectories import ddim_stride_trajectory, even_trajectory, quadratic_trajectory, validate_trajectory
 from ..variance import ALL_METHODS, ANALYTIC_METHODS, RESIDUAL_METHODS
 
@@ -85,6 +142,44 @@ from ..variance import ALL_METHODS, ANALYTIC_METHODS, RESIDUAL_METHODS
 TRAJECTORY_TYPES = {"even": even_trajectory, "quadratic": quadratic_trajectory, "ddim-stride": ddim_stride_trajectory}
 #: diffusers' ``prediction_type`` → this library's parameterisation names (:data:`~analytic_dpm.models.PREDICTIONS`).
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+#: diffusers' own spacings of ``timestep_spacing`` (DDPMScheduler/DDIMScheduler.set_timesteps, Table 2 of
+#: arXiv:2305.08891), reproduced exactly; they give diffusers' 0-based timesteps t = n − 1.
+DIFFUSERS_SPACINGS = ("leading", "linspace", "trailing")
+#: every spacing ``trajectory_type`` accepts: this library's (:data:`TRAJECTORY_TYPES`) and 'optimal' (Theorem 3's DP
+#: at ``set_timesteps(K)``); ``timestep_spacing`` accepts these and :data:`DIFFUSERS_SPACINGS`.
+SPACINGS = tuple(TRAJECTORY_TYPES) + ("optimal",)
+#: options of diffusers' DDPM/DDIM configs this scheduler does not implement, with the value at which ignoring them
+#: changes nothing (a UserWarning names any other value) and what is done instead.
+IGNORED_OPTIONS = {
+    "thresholding": (False, "dynamic thresholding of x̂_0 is not implemented; x̂_0 is clamped to data_range when "
+                            "clip_sample"),
+    "dynamic_thresholding_ratio": (0.995, "dynamic thresholding is not implemented"),
+    "sample_max_value": (1.0, "dynamic thresholding is not implemented; the clamp uses data_range"),
+    "set_alpha_to_one": (True, "the last step always goes to x_0 = x̂_0 (ᾱ_0 = 1), as set_alpha_to_one=True"),
+    "variance_type": (None, "the reverse variance comes from `method` (e.g. 'ddpm-small' is diffusers' fixed_small, "
+                            "'ddpm-large' its fixed_large); a learned-variance head is ignored"),
+}
+
+
+def _diffusers_timesteps(spacing: str, N: int, K: int, steps_offset: int) -> np.ndarray:
+    """diffusers' DDPM/DDIM ``set_timesteps(K)`` timesteps (0-based, decreasing) for 'leading'/'linspace'/'trailing'."""
+    if spacing == "linspace":
+        return np.linspace(0, N - 1, K).round()[::-1].copy().astype(np.int64)
+    if spacing == "leading":
+        ratio = N // K
+        return (np.arange(0, K) * ratio).round()[::-1].copy().astype(np.int64) + int(steps_offset)
+    ratio = N / K  # trailing
+    return np.round(np.arange(N, 0, -ratio)).astype(np.int64) - 1
+
+
+def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """diffusers' ``rescale_zero_terminal_snr`` (arXiv:2305.08891, Algorithm 1), in float64."""
+    sab = np.sqrt(np.cumprod(1.0 - np.asarray(betas, dtype=np.float64)))
+    first, last = sab[0], sab[-1]
+    sab = (sab - last) * (first / (first - last))
+    ab = sab ** 2
+    alphas = np.concatenate([ab[:1], ab[1:] / ab[:-1]])
+    return 1.0 - alphas
 
 
 @dataclass
@@ -288,8 +383,9 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             that of Residual-DDIM from R.
         trajectory: a fixed trajectory [0, τ_1, …, τ_K] in the paper's numbering (e.g. from
             :func:`~analytic_dpm.optimal_trajectory`); then ``set_timesteps`` needs K or nothing.
-        trajectory_type: spacing used by ``set_timesteps(K)`` without a fixed trajectory: 'even' (the paper's ET,
-            default), 'quadratic', 'ddim-stride'.
+        trajectory_type: spacing used by ``set_timesteps(K)`` without a fixed trajectory (and without
+            ``timestep_spacing``): 'even' (the paper's ET, default), 'quadratic', 'ddim-stride', 'optimal' (Theorem
+            3's DP at K from gamma, or from residual for a residual method).
         clip_sample: clamp x̂_0 to ``data_range`` at every step (the official code does this for images).
         ddim_eps: DDIM family with ``clip_sample``: 'raw' (default; the official code, and diffusers' DDIM step
             without ``use_clipped_model_output``) uses the network's ε̂ in the mean; 'consistent' re-derives it from
@@ -305,6 +401,13 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         one_minus_gamma: 1 − Γ_n given directly for the analytic methods, instead of ``gamma`` (not both): e.g.
             ``GammaEstimate.one_minus_gamma`` or a toy's exact ``data.one_minus_gamma(schedule)``, which keep their
             digits where Γ_n is near 1. Values outside [0, 1] are clipped into it with a warning, as Γ is.
+        timestep_spacing: diffusers' option: 'leading', 'linspace', 'trailing' (exactly as DDPMScheduler), or one
+            of ``trajectory_type``'s values; None (default) uses ``trajectory_type``.
+        steps_offset: diffusers' offset added to the 'leading' timesteps.
+        clip_sample_range: r: clamp x̂_0 to [-r, r] (sets ``data_range = (-r, r)``); None: ``data_range``.
+        rescale_betas_zero_snr: diffusers' zero-terminal-SNR rescale; always a ValueError here (ᾱ_N = 0).
+        thresholding, dynamic_thresholding_ratio, sample_max_value, set_alpha_to_one, variance_type: diffusers'
+            options, not implemented (:data:`IGNORED_OPTIONS`); a non-default value gives a UserWarning.
     """
 
     order = 1
@@ -331,11 +434,40 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         residual=None,
         one_minus_gamma=None,
         ddim_eps: str = "raw",
+        timestep_spacing: str | None = None,
+        steps_offset: int = 0,
+        clip_sample_range: float | None = None,
+        rescale_betas_zero_snr: bool = False,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        set_alpha_to_one: bool = True,
+        variance_type: str | None = None,
     ):
         N = as_int("num_train_timesteps", num_train_timesteps, minimum=1, fix="It is N, e.g. 1000.")
         choice("ddim_eps", ddim_eps, sampling.DDIM_EPS)
         choice("method", method, ALL_METHODS)
-        choice("trajectory_type", trajectory_type, tuple(TRAJECTORY_TYPES))
+        choice("trajectory_type", trajectory_type, SPACINGS)
+        if timestep_spacing is not None:
+            choice("timestep_spacing", timestep_spacing, DIFFUSERS_SPACINGS + SPACINGS)
+        steps_offset = as_int("steps_offset", steps_offset, minimum=0,
+                              fix="diffusers adds it to the 'leading' timesteps (Stable Diffusion uses 1).")
+        given = dict(thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
+                     sample_max_value=sample_max_value, set_alpha_to_one=set_alpha_to_one, variance_type=variance_type)
+        for name, value in given.items():
+            harmless, instead = IGNORED_OPTIONS[name]
+            if value != harmless:
+                warnings.warn(f"AnalyticDPMScheduler ignores the diffusers option {name}={value!r}: {instead}.",
+                              UserWarning, stacklevel=3)
+        if clip_sample_range is not None:
+            r = as_float("clip_sample_range", clip_sample_range)
+            if not r > 0:
+                raise ValueError(f"clip_sample_range must be > 0 (x̂_0 is clamped to [-r, r]); got {r}.")
+            dr = None if data_range is None else tuple(float(v) for v in data_range)
+            if dr not in ((-1.0, 1.0), (-r, r)):
+                raise ValueError(f"clip_sample_range = {r} sets data_range = (-{r}, {r}), but data_range = "
+                                 f"{data_range} was also given. Pass one of them.")
+            clip_sample_range, data_range = r, (-r, r)
         choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
         eta = check_eta(eta)
         if family_of(method) == "ddpm" and eta != 0.0:
@@ -366,6 +498,18 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             self.schedule = Schedule.from_betas(
                 _diffusers_betas(N, beta_start, beta_end, beta_schedule),
                 name=f"diffusers-{beta_schedule}(N={N})")
+        if rescale_betas_zero_snr:
+            zbetas = _rescale_zero_terminal_snr(self.schedule.beta[1:])
+            zab = np.cumprod(1.0 - zbetas)
+            if not (np.all(zbetas > 0.0) and np.all(zbetas < 1.0) and zab[-1] > 0.0):
+                raise ValueError(
+                    f"rescale_betas_zero_snr=True rescales the betas to zero terminal SNR: ᾱ_N = {zab[-1]:.3g} and "
+                    f"β_N = {zbetas[-1]:.3g}. Analytic-DPM needs 0 < β_n < 1 and ᾱ_n > 0 at every n (its posterior "
+                    "and variances divide by ᾱ_n and β̄_n, and x̂_0 = (x_n − √β̄_n ε̂)/√ᾱ_n is undefined at ᾱ_N = 0), "
+                    "so a zero-SNR schedule cannot be used. Load the config with rescale_betas_zero_snr=False, or "
+                    "pass betas that keep ᾱ_N > 0 as trained_betas."
+                )
+            self.schedule = Schedule.from_betas(zbetas, name=f"{self.schedule.name}+zero-snr")
 
         g = _gamma_array(gamma, N)
         omg = _per_timestep_array("one_minus_gamma", one_minus_gamma, N)
@@ -415,7 +559,7 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             residual=None if res is None else _json_list(res),
             trajectory=None if fixed is None else [int(v) for v in fixed],
             data_range=None if data_range is None else list(data_range),
-            eta=eta, clip_sigma_pixel=clip_sigma_pixel,
+            eta=eta, clip_sigma_pixel=clip_sigma_pixel, steps_offset=steps_offset, clip_sample_range=clip_sample_range,
         )
         self._data_range = data_range
 
@@ -428,6 +572,8 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.from_numpy(np.arange(N - 1, -1, -1, dtype=np.int64))
         self.table = None
         self._index = {}
+        self._variants = {}
+        self._optimal = {}
         if fixed is not None:
             self.set_trajectory(fixed)
 
@@ -477,32 +623,82 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         """
         cfg = self.config
         traj = validate_trajectory(np.asarray(trajectory), self.schedule.N)
-        stats = {}
-        if cfg.method in ANALYTIC_METHODS:
-            stats = ({"gamma": self.gamma} if self.one_minus_gamma is None
-                     else {"one_minus_gamma": self.one_minus_gamma})
-        elif cfg.method in RESIDUAL_METHODS:
-            stats = {"residual": self.residual}
-        self.table = sampling.coefficient_table(
-            self.schedule, traj, cfg.method, eta=cfg.eta, data_range=self._data_range,
-            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel,
-            ddim_eps=getattr(cfg, "ddim_eps", "raw"), **stats,
-        )
+        self.table = self._build_table(traj, cfg.eta, getattr(cfg, "ddim_eps", "raw"))
+        self._variants = {}
         self._index = {int(t) - 1: i for i, t in enumerate(self.table.t.tolist())}
         self.num_inference_steps = self.table.K
         self.timesteps = torch.from_numpy((self.table.t[::-1] - 1).astype(np.int64).copy())
         if device is not None:
             self.timesteps = self.timesteps.to(device)
 
+    def _build_table(self, traj, eta, ddim_eps):
+        cfg = self.config
+        stats = {}
+        if cfg.method in ANALYTIC_METHODS:
+            stats = ({"gamma": self.gamma} if self.one_minus_gamma is None
+                     else {"one_minus_gamma": self.one_minus_gamma})
+        elif cfg.method in RESIDUAL_METHODS:
+            stats = {"residual": self.residual}
+        return sampling.coefficient_table(
+            self.schedule, traj, cfg.method, eta=eta, data_range=self._data_range,
+            clip=bool(cfg.clip_variance), clip_sigma_pixel=cfg.clip_sigma_pixel, ddim_eps=ddim_eps, **stats,
+        )
+
+    def _optimal_trajectory(self, K: int) -> np.ndarray:
+        """Theorem 3's DP at K steps from the statistic of the method (cached per K)."""
+        if K in self._optimal:
+            return self._optimal[K]
+        cfg = self.config
+        N = self.schedule.N
+        if K < 2:
+            raise ValueError(f"the optimal trajectory needs K >= 2 steps (τ_1 = 1 is fixed and τ_K = N); got K = {K}.")
+        kw = dict(data_range=self._data_range, clip=bool(cfg.clip_variance), progress=False)
+        if cfg.method in RESIDUAL_METHODS:
+            args, kw["residual"], what = (None,), self.residual, "residual R"
+        elif self.one_minus_gamma is not None:
+            args, kw["one_minus_gamma"], what = (None,), self.one_minus_gamma, "one_minus_gamma"
+        elif self.gamma is not None:
+            args, what = (self.gamma,), "gamma Γ"
+        else:
+            raise ValueError(
+                f"timestep_spacing/trajectory_type 'optimal' runs Theorem 3's DP, which needs gamma Γ_n (or "
+                f"one_minus_gamma) or, for a residual-* method, residual R_n at every n = 1..N; this {cfg.method!r} "
+                "scheduler has none. Pass gamma=estimate (estimate_gamma(unet_eps_model(unet), schedule, data)) or "
+                "pick another spacing ('even', 'leading', 'trailing', ...)."
+            )
+        stat = self.residual if what == "residual R" else (self.one_minus_gamma if args == (None,) else self.gamma)
+        missing = np.flatnonzero(~np.isfinite(stat[1:])) + 1
+        if missing.size:
+            raise ValueError(f"timestep_spacing 'optimal' needs {what} at every n = 1..N = {N}; it is not estimated "
+                             f"(NaN) at n = {_show(missing)}. Estimate it at all timesteps or fix a trajectory.")
+        traj = np.asarray(optimal_trajectory(self.schedule, *args, K, **kw), dtype=np.int64)
+        self._optimal[K] = traj
+        return traj
+
+    def _spacing(self) -> str:
+        sp = getattr(self.config, "timestep_spacing", None)
+        return self.config.trajectory_type if sp is None else sp
+
     def set_timesteps(self, num_inference_steps: int | None = None, device=None, timesteps=None):
         """Choose the K timesteps of the reverse chain (diffusers' API).
 
         * ``timesteps``: diffusers' 0-based timesteps in decreasing order (t = n − 1), e.g. [999, 899, …, 0];
         * else the fixed ``trajectory`` of the config (``num_inference_steps`` must be None or its K);
-        * else ``num_inference_steps`` = K spaced by ``trajectory_type`` ('even': the paper's ET, τ = 1, …, N).
+        * else ``num_inference_steps`` = K spaced by ``timestep_spacing`` when set ('leading', 'linspace',
+          'trailing' exactly as diffusers' DDPM/DDIM schedulers, with ``steps_offset`` for 'leading'; or one of
+          this library's spacings), else by ``trajectory_type`` ('even': the paper's ET, τ = 1, …, N; 'optimal':
+          Theorem 3's DP at K from Γ, or from R for a residual method).
         """
         N = self.schedule.N
         fixed = self.config.trajectory
+        spacing = self._spacing()
+        if timesteps is None and fixed is None and spacing in DIFFUSERS_SPACINGS and num_inference_steps is not None:
+            K = as_int("num_inference_steps", num_inference_steps, minimum=1,
+                       fix=f"It is the number of sampling steps K, 1 <= K <= N = {N}.")
+            if K > N:
+                raise ValueError(f"num_inference_steps = {K} cannot exceed num_train_timesteps N = {N}.")
+            timesteps = _diffusers_timesteps(spacing, N, K, self.config.steps_offset)
+            num_inference_steps = None
         if timesteps is not None:
             if num_inference_steps is not None:
                 raise ValueError("pass either num_inference_steps or timesteps, not both.")
@@ -529,12 +725,12 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
                                  "has no fixed trajectory.")
             K = as_int("num_inference_steps", num_inference_steps, minimum=1,
                        fix=f"It is the number of sampling steps K, 1 <= K <= N = {N}.")
-            traj = TRAJECTORY_TYPES[self.config.trajectory_type](N, K)
+            traj = self._optimal_trajectory(K) if spacing == "optimal" else TRAJECTORY_TYPES[spacing](N, K)
         self.set_trajectory(traj, device=device)
 
     def _position(self, timestep) -> int:
         if self.table is None:
-            raise ValueError("call set_timesteps(num_inference_steps) (or set_trajectory) before step().")
+            self._full_trajectory()
         t = int(timestep.item()) if _is_torch(timestep) else as_int("timestep", timestep)
         i = self._index.get(t)
         if i is None:
@@ -544,17 +740,61 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             )
         return i
 
+    def _full_trajectory(self):
+        """Before set_timesteps: the constructor's timesteps N−1, …, 0, i.e. the trajectory [0, 1, …, N] (as
+        diffusers' schedulers, which step over every training timestep until set_timesteps)."""
+        N = self.schedule.N
+        try:
+            self.set_trajectory(np.arange(N + 1, dtype=np.int64), device=self.timesteps.device)
+        except ValueError as exc:
+            raise ValueError(
+                f"step() before set_timesteps runs the constructor's timesteps {N - 1}, …, 0 (the full trajectory "
+                f"[0, 1, …, {N}]), and its coefficient table could not be built: {exc} Call "
+                "set_timesteps(num_inference_steps) (or set_trajectory) first."
+            ) from None
+        self.num_inference_steps = None  # as in diffusers: no K was chosen
+
     def previous_timestep(self, timestep):
-        """The diffusers timestep after ``timestep`` on the trajectory (τ_{k−1} − 1; −1 after the last step)."""
+        """The diffusers timestep after ``timestep`` on the trajectory (τ_{k−1} − 1; −1 after the last step), as a
+        0-d int64 tensor like diffusers' DDPMScheduler.previous_timestep (on ``timestep``'s device if it is a
+        tensor); an int ``timestep`` is accepted, and the result compares equal to the int."""
         i = self._position(timestep)
-        return int(self.table.s[i]) - 1
+        device = timestep.device if _is_torch(timestep) else self.timesteps.device
+        return torch.tensor(int(self.table.s[i]) - 1, dtype=torch.int64, device=device)
+
+    def _step_table(self, eta, use_clipped_model_output):
+        """The table for a step() with diffusers' DDIM keywords: ``eta`` (None: the configured η) and
+        ``use_clipped_model_output`` (None: the configured ddim_eps; True: 'consistent'; False: 'raw')."""
+        cfg = self.config
+        want_eta = cfg.eta if eta is None else check_eta(eta)
+        if family_of(cfg.method) == "ddpm" and want_eta != 0.0:
+            raise ValueError(
+                f"step(eta={eta}) applies to the DDIM family only ('ddim', 'analytic-ddim', 'residual-ddim'); method "
+                f"{cfg.method!r} is a DDPM-family method (η = 0 only). Pass eta=0.0 or None, or build the scheduler "
+                "with a DDIM method."
+            )
+        ddim_eps = getattr(cfg, "ddim_eps", "raw")
+        if use_clipped_model_output is not None:
+            if not isinstance(use_clipped_model_output, (bool, np.bool_)):
+                raise TypeError(f"use_clipped_model_output must be True, False or None; got "
+                                f"{use_clipped_model_output!r}.")
+            ddim_eps = "consistent" if use_clipped_model_output else "raw"
+        if family_of(cfg.method) == "ddpm":
+            want_eta, ddim_eps = cfg.eta, getattr(cfg, "ddim_eps", "raw")  # neither changes a DDPM-family table
+        if want_eta == cfg.eta and ddim_eps == getattr(cfg, "ddim_eps", "raw"):
+            return self.table
+        key = (want_eta, ddim_eps)
+        if key not in self._variants:
+            self._variants[key] = self._build_table(self.table.trajectory, want_eta, ddim_eps)
+        return self._variants[key]
 
     # ------------------------------------------------------------------ diffusers API
     def scale_model_input(self, sample, timestep=None):
         """The model input is x_t itself (variance-preserving chain)."""
         return sample
 
-    def step(self, model_output, timestep, sample, generator=None, variance_noise=None, return_dict: bool = True):
+    def step(self, model_output, timestep, sample, generator=None, variance_noise=None, return_dict: bool = True, *,
+             eta: float | None = None, use_clipped_model_output: bool | None = None):
         """One reverse transition x_{τ_k} → x_{τ_{k−1}} with this library's update (:func:`reverse_step`).
 
         x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t (clamped when ``clip_sample``), then x_s = coef_x0·x̂_0 + coef_xt·x_t +
@@ -563,9 +803,16 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         from ``scheduler.timesteps``. Noise z: ``variance_noise`` if given, else from ``generator`` (a
         ``torch.Generator``, a list of them, or a :class:`SeededNoise` to reproduce :func:`sample`), drawn only when
         σ > 0. Computes in at least float32 and returns the dtype of ``sample``.
+
+        ``eta`` and ``use_clipped_model_output`` (keyword-only) are diffusers' DDIMScheduler.step keywords, so that
+        code written for it (DDIMPipeline) works: ``eta`` None or the configured η uses the table; another η (DDIM
+        family) uses a table rebuilt for it (cached until the next set_timesteps); a DDPM-family method accepts
+        only η = 0 (else ValueError). ``use_clipped_model_output``: None keeps the config's ``ddim_eps``, True means
+        'consistent' (ε̂ re-derived from the clamped x̂_0) and False 'raw', for this step (DDIM family; no effect on
+        DDPM-family methods). Before ``set_timesteps`` the step runs over the constructor's timesteps N−1, …, 0.
         """
         i = self._position(timestep)
-        tab = self.table
+        tab = self._step_table(eta, use_clipped_model_output)
         n = int(tab.t[i])
         if not (_is_torch(model_output) and _is_torch(sample)):
             raise TypeError(f"model_output and sample must be torch tensors; got {type(model_output).__name__} and "
@@ -630,4 +877,4 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
 
 
 __all__ = ["AnalyticDPMScheduler", "AnalyticDPMSchedulerOutput", "SeededNoise", "unet_eps_model", "TRAJECTORY_TYPES",
-           "PREDICTION_TYPES"]
+           "PREDICTION_TYPES", "DIFFUSERS_SPACINGS", "SPACINGS", "IGNORED_OPTIONS"]
