@@ -465,3 +465,24 @@ def test_large_monotone_equals_dense():
         b = ot.solve(cost, method="dense", progress=False)
         np.testing.assert_array_equal(a.costs, b.costs)
         np.testing.assert_array_equal(a._back, b._back)
+
+
+@pytest.mark.parametrize("data_range", [(0.0, 1.0), (-2.0, 2.0), (-1.0, 3.0)])
+def test_cost_clip_uses_the_squared_half_range(data_range):
+    """Theorem 2's eq. 12 in the cost clip is 1 − Γ_t <= r²ᾱ_t/β̄_t with r = (b − a)/2: for data ranges other than
+    [−1, 1] (r ≠ 1, so r ≠ r²) the clipped cost equals log(σ²/λ²) of reverse_variances with the same data_range
+    (this kills a mutant that uses r instead of r²)."""
+    sched = adpm.Schedule.linear(200)
+    data = default_gaussian(dim=16)
+    g = data.gamma(sched)
+    g[2:] = np.clip(g[2:] * 0.6, 0, 1)  # too small a Γ: σ̂² large, so eq. 12 clips at large t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cost = ot.analytic_ddpm_cost(sched, g, data_range=data_range)
+    assert cost.gamma_clipped.any() and not cost.gamma_clipped.all()
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        traj = random_trajectory(rng, sched.N, 15)
+        rv = adpm.reverse_variances(sched, traj, "analytic-ddpm", gamma=g, data_range=data_range)
+        s, t = traj[1:-1], traj[2:]
+        np.testing.assert_allclose(cost.F[s, t], np.log(rv.sigma_sq[1:] / rv.lambda_sq[1:]), rtol=1e-9, atol=1e-13)

@@ -566,3 +566,25 @@ def test_device_noise_is_per_sample_and_batch_independent(tmp_path):
         sample(eps, s, traj, "analytic-ddpm", 4, shape=(6,), gamma=data.gamma(s), data_range=None, noise="device")
     with pytest.raises(ValueError, match="noise must be one of"):
         sample(eps, s, traj, "analytic-ddpm", 4, **{**kw, "noise": "gpu"})
+
+
+def test_pixel_clip_compares_the_variance_not_its_square_root():
+    """The σ₂ clip acts on σ² (P App. F.2: σ² ≤ (y·2/255·√(π/2))²). Linear schedule, K = 1000, y = 2: σ² at
+    (τ_1, τ_2) = (1, 2) is 1.1e-4, below the threshold 3.87e-4 but with √σ² above it, so it must stay unclipped
+    (comparing √σ² with the threshold would clip it; this test kills that mutant)."""
+    import analytic_dpm as adpm
+    from analytic_dpm import toy
+    from analytic_dpm.sampling import coefficient_table
+    from analytic_dpm.variance import pixel_clip_threshold
+
+    s = adpm.Schedule.linear(1000)
+    d = toy.default_gaussian(dim=64)
+    tab = coefficient_table(s, adpm.even_trajectory(1000, 1000), "analytic-ddpm", gamma=d.gamma(s),
+                            clip_sigma_pixel=2)
+    th = pixel_clip_threshold(2)
+    s2 = tab.variances.sigma_sq[1]
+    assert th**2 < s2 < th < np.sqrt(s2)
+    assert not tab.sigma_sq_clipped[1] and tab.sigma_sq[1] == s2
+    # and above the threshold it is clipped to it exactly
+    tab10 = coefficient_table(s, adpm.even_trajectory(1000, 10), "ddpm-large", clip_sigma_pixel=2)
+    assert tab10.sigma_sq_clipped[1] and tab10.sigma_sq[1] == th
