@@ -87,10 +87,45 @@ def test_k2_ddpm_small_by_hand():
 
 
 # ------------------------------------------------------------------------------------------------ brute force
+def _coefficients_by_conditioning(schedule, s, t, family, eta):
+    """(coef_x0, coef_xt) of the mean of q(x_s | x_t, x_0), derived here without posterior.py.
+
+    DDPM family: condition the joint Gaussian of (x_s, x_t) given x_0 (x_s = √ᾱ_s x_0 + √β̄_s ε_1,
+    x_t = √α_{t|s} x_s + √β_{t|s} ε_2) numerically with a 2×2 covariance solve. DDIM family: the paper's definition
+    √ᾱ_s x_0 + √(β̄_s − λ²)(x_t − √ᾱ_t x_0)/√β̄_t with λ² = η²·(β̄_s/β̄_t)(1 − ᾱ_t/ᾱ_s), from ᾱ alone."""
+    ab = np.cumprod(np.concatenate([[1.0], 1.0 - schedule.beta[1:]]))
+    c0, ct = np.empty(len(s)), np.empty(len(s))
+    for i, (a, b) in enumerate(zip(s, t)):
+        ab_s, ab_t = ab[a], ab[b]
+        bb_s, bb_t = 1.0 - ab_s, 1.0 - ab_t
+        if family == "ddpm":
+            a_ts = ab_t / ab_s
+            cov_st = math.sqrt(a_ts) * bb_s  # Cov(x_s, x_t | x_0)
+            ct[i] = cov_st / bb_t if b > 0 else 0.0  # regression of x_s on x_t given x_0
+            c0[i] = math.sqrt(ab_s) - ct[i] * math.sqrt(ab_t)
+        else:
+            lam2 = eta**2 * (bb_s / bb_t) * (1.0 - ab_t / ab_s)
+            ct[i] = math.sqrt(max(bb_s - lam2, 0.0)) / math.sqrt(bb_t)
+            c0[i] = math.sqrt(ab_s) - ct[i] * math.sqrt(ab_t)
+    return c0, ct
+
+
+def test_posterior_coefficients_match_the_independent_derivation():
+    for sched in (LINEAR, COSINE):
+        traj = even_trajectory(1000, 25)
+        sv, tv = transitions(traj)
+        for family, eta in (("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.6)):
+            c0, ct, _ = posterior_coefficients(sched, sv, tv, family, eta)
+            r0, rt = _coefficients_by_conditioning(sched, sv, tv, family, eta)
+            np.testing.assert_allclose(c0, r0, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(ct, rt, rtol=1e-9, atol=1e-12)
+
+
 def _simulate(data, schedule, traj, method, eta, M, seed):
     rv = reverse_variances(schedule, traj, method, gamma=data.gamma(schedule), eta=eta, data_range=None)
     sv, tv = transitions(traj)
-    c0, ct, _ = posterior_coefficients(schedule, sv, tv, family_of(method), eta)
+    # the chain's coefficients from the independent derivation, so that a wrong posterior.py shows up here
+    c0, ct = _coefficients_by_conditioning(schedule, sv, tv, family_of(method), eta)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((M, data.dim))
     for k in range(len(tv) - 1, -1, -1):

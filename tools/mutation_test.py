@@ -49,6 +49,10 @@ MUTANTS = {
         "analytic_dpm/toy/imperfect.py", "out = omg + (1.0 - wrapper.scale) ** 2 * gamma",
         "out = omg + (1.0 - wrapper.scale) * gamma", ["tests/test_residual.py"],
         "the exact residual of a scaled ε* with (1 − a) instead of (1 − a)²"),
+    "gap-numerator-lambda": (
+        "analytic_dpm/posterior.py", "num = b_ts / a_ts + lam2", "num = b_ts / a_ts + 0.5 * lam2",
+        ["tests/test_exact_eval.py"], "a wrong gap g (so a wrong DDPM mean coefficient): the exact evaluator alone, "
+        "with its brute-force chain built from independently derived coefficients"),
     "cost-beta-bar-off-by-one": (
         "analytic_dpm/optimal_trajectory.py", "blk /= bb[None, 1:t1 - 1]", "blk /= bb[None, 2:t1]",
         ["tests/test_optimal_trajectory.py"], "Theorem 3's cost divides by β̄_{s+1} instead of β̄_s"),
