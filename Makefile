@@ -19,8 +19,13 @@ $(VENV)/.core-installed: pyproject.toml $(VENV)/.torch-installed
 	$(PIP) -e .
 	@touch $@
 
+# Test-only reference implementations for tests/test_fid_parity.py, installed WITHOUT their dependencies: both
+# declare torchvision, which must not be installed beside our torch (the test loads their source with a stub).
+FID_REFERENCE_SPECS ?= pytorch-fid==0.3.0 torch-fidelity==0.4.0
+
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.core-installed
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps $(FID_REFERENCE_SPECS)
 	@touch $@
 
 demo: $(VENV)/.core-installed

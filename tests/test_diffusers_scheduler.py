@@ -414,3 +414,287 @@ def test_ddim_eps_option_reaches_the_table_and_the_config(tmp_path):
     assert AnalyticDPMScheduler.from_pretrained(tmp_path).config.ddim_eps == "consistent"
     with pytest.raises(ValueError, match="ddim_eps must be one of"):
         AnalyticDPMScheduler.from_schedule(s, method="ddim", trajectory=traj, ddim_eps="clipped")
+
+
+# ---------------------------------------------------------------------------------------------------- diffusers compat
+def test_step_before_set_timesteps_runs_the_constructor_timesteps(unet):
+    """The constructor's timesteps N−1..0 are the full trajectory [0, 1, …, N]; step() works on them at once."""
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, method="ddpm-small")
+    assert sched.table is None and sched.num_inference_steps is None
+    np.testing.assert_array_equal(sched.timesteps.numpy(), np.arange(N - 1, -1, -1))
+    ref = AnalyticDPMScheduler.from_schedule(SCHED, method="ddpm-small", trajectory=np.arange(N + 1))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *SHAPE), generator=g)
+    z = torch.randn((2, *SHAPE), generator=g)
+    for t in (N - 1, 50, 0):
+        e = torch.randn((2, *SHAPE), generator=g)
+        torch.testing.assert_close(sched.step(e, t, x, variance_noise=z).prev_sample,
+                                   ref.step(e, t, x, variance_noise=z).prev_sample, rtol=0, atol=0)
+    np.testing.assert_array_equal(sched.trajectory, np.arange(N + 1))
+    np.testing.assert_array_equal(sched.timesteps.numpy(), np.arange(N - 1, -1, -1))  # unchanged
+    assert sched.num_inference_steps is None
+    # previous_timestep before set_timesteps: t − 1, like DDPMScheduler's
+    fresh = AnalyticDPMScheduler.from_schedule(SCHED, method="ddpm-small")
+    assert int(fresh.previous_timestep(57)) == int(DDPMScheduler(num_train_timesteps=N).previous_timestep(57)) == 56
+    # a whole loop without set_timesteps
+    full = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim")
+    out = _diffusers_loop(unet, full, torch.randn((1, *SHAPE), generator=g))
+    assert torch.isfinite(out).all()
+
+
+def test_previous_timestep_is_a_tensor_like_ddpm_scheduler():
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, method="ddpm-small")
+    ref = DDPMScheduler(num_train_timesteps=N, timestep_spacing="trailing")
+    sched.set_timesteps(timesteps=[99, 66, 33, 0])
+    ref.set_timesteps(timesteps=[99, 66, 33, 0])
+    for t in [99, 66, 33, 0]:
+        for arg in (t, torch.tensor(t)):
+            got, want = sched.previous_timestep(arg), ref.previous_timestep(torch.tensor(t))
+            assert isinstance(got, torch.Tensor) and got.dtype == torch.int64 and got.ndim == 0
+            assert int(got) == int(want) and got == int(want)
+    assert int(sched.previous_timestep(0)) == -1
+    assert sched.previous_timestep(sched.timesteps[1]).device == sched.timesteps.device
+
+
+@pytest.mark.parametrize("method", ["ddim", "analytic-ddim", "residual-ddim"])
+def test_step_eta_and_use_clipped_model_output(gamma, method):
+    """step(eta=, use_clipped_model_output=) as DDIMScheduler.step: another η rebuilds the table for it, True is
+    ddim_eps='consistent' for that step."""
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, eta=0.0, trajectory=TRAJ)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((2, *SHAPE), generator=g) * 2
+    e = torch.randn((2, *SHAPE), generator=g)
+    z = torch.randn((2, *SHAPE), generator=g)
+    t = int(TRAJ[4]) - 1
+    base = sched.step(e, t, x, variance_noise=z).prev_sample
+    torch.testing.assert_close(sched.step(e, t, x, variance_noise=z, eta=0.0).prev_sample, base, rtol=0, atol=0)
+    for eta in (0.3, 1.0):
+        other = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, eta=eta, trajectory=TRAJ)
+        want = other.step(e, t, x, variance_noise=z).prev_sample
+        torch.testing.assert_close(sched.step(e, t, x, variance_noise=z, eta=eta).prev_sample, want, rtol=0, atol=0)
+        assert not torch.allclose(want, base)
+    assert sched.table.eta == 0.0  # the configured table is unchanged
+    cons = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, trajectory=TRAJ,
+                                              ddim_eps="consistent")
+    got = sched.step(e, t, x, variance_noise=z, use_clipped_model_output=True).prev_sample
+    torch.testing.assert_close(got, cons.step(e, t, x, variance_noise=z).prev_sample, rtol=0, atol=0)
+    assert not torch.allclose(got, base)
+    torch.testing.assert_close(cons.step(e, t, x, variance_noise=z, use_clipped_model_output=False).prev_sample,
+                               base, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="use_clipped_model_output must be True, False or None"):
+        sched.step(e, t, x, use_clipped_model_output="yes")
+
+
+def test_step_eta_for_ddpm_family(gamma):
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm", trajectory=TRAJ)
+    x = torch.randn((1, *SHAPE))
+    t = int(TRAJ[3]) - 1
+    z = torch.randn_like(x)
+    base = sched.step(x, t, x, variance_noise=z).prev_sample
+    torch.testing.assert_close(sched.step(x, t, x, variance_noise=z, eta=0.0, use_clipped_model_output=True)
+                               .prev_sample, base, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"step\(eta=0.5\) applies to the DDIM family only.*'analytic-ddpm'"):
+        sched.step(x, t, x, eta=0.5)
+
+
+def test_ddim_pipeline_with_the_scheduler_assigned_after_construction(unet, gamma):
+    """DDIMPipeline.__init__ converts any scheduler to a DDIMScheduler; assigning ours afterwards runs ours."""
+    from diffusers import DDIMPipeline
+
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddim", eta=0.5)
+    pipe = DDIMPipeline(unet=unet, scheduler=sched)
+    assert type(pipe.scheduler) is DDIMScheduler  # the documented conversion
+    pipe.scheduler = sched
+    assert pipe.scheduler is sched
+    pipe.set_progress_bar_config(disable=True)
+    for eta in (0.0, 0.5):
+        images = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=3, eta=eta,
+                      output_type="np").images
+        np.testing.assert_array_equal(sched.trajectory, adpm.even_trajectory(N, 3))
+        gen = torch.Generator().manual_seed(3)
+        x = torch.randn((2, *SHAPE), generator=gen)
+        with torch.no_grad():
+            for t in sched.timesteps:
+                x = sched.step(unet(x, t).sample, t, x, eta=eta, generator=gen).prev_sample
+        np.testing.assert_allclose(images, (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-6)
+    # with a DDPM-family method, DDIMPipeline's default eta=0.0 is accepted
+    pipe.scheduler = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm")
+    assert pipe(batch_size=1, num_inference_steps=2, output_type="np").images.shape == (1, 8, 8, 1)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+@pytest.mark.parametrize("ref_cls", [DDPMScheduler, DDIMScheduler])
+def test_timestep_spacing_matches_diffusers(spacing, ref_cls):
+    for n_train, offset in ((N, 0), (N, 1), (1000, 1)):
+        kw = dict(num_train_timesteps=n_train, timestep_spacing=spacing, steps_offset=offset)
+        ref = ref_cls(**kw)
+        ours = AnalyticDPMScheduler.from_config(ref.config, method="ddim")
+        assert ours.config.timestep_spacing == spacing and ours.config.steps_offset == offset
+        for K in (1, 3, 7, 10, 50, n_train // 2):
+            ref.set_timesteps(K)
+            ours.set_timesteps(K)
+            np.testing.assert_array_equal(ours.timesteps.numpy(), ref.timesteps.numpy())
+            assert ours.num_inference_steps == K
+
+
+def test_timestep_spacing_library_values_and_default():
+    # the library's spacings by name, and None (default) deferring to trajectory_type
+    for name, fn in (("even", adpm.even_trajectory), ("quadratic", adpm.quadratic_trajectory)):
+        s = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing=name)
+        s.set_timesteps(8)
+        np.testing.assert_array_equal(s.trajectory, fn(N, 8))
+    s = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", trajectory_type="ddim-stride")
+    s.set_timesteps(8)
+    np.testing.assert_array_equal(s.trajectory, adpm.ddim_stride_trajectory(N, 8))
+    # a default DDPMScheduler config carries no explicit timestep_spacing (diffusers' _use_default_values)
+    assert "timestep_spacing" not in AnalyticDPMScheduler.from_config(DDPMScheduler(num_train_timesteps=N).config,
+                                                                      method="ddim").config
+    # a library spacing given as timestep_spacing is stored as trajectory_type (diffusers never reads it)
+    lib = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing="quadratic")
+    assert lib.config.trajectory_type == "quadratic" and "timestep_spacing" not in lib.config
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing="uniform")
+    with pytest.raises(ValueError, match=r"timestep_spacing='leading' with steps_offset=1 gives timestep 100 at "
+                                         r"K = 100, beyond N−1 = 99"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing="leading",
+                                           steps_offset=1).set_timesteps(N)
+    with pytest.raises(ValueError, match="cannot exceed num_train_timesteps"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing="leading").set_timesteps(N + 1)
+    # round trip of the new options
+    s = AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing="leading", steps_offset=1)
+    back = AnalyticDPMScheduler.from_config(s.config)
+    back.set_timesteps(10)
+    np.testing.assert_array_equal(back.timesteps.numpy(), np.arange(91, 0, -10))
+
+
+def test_clip_sample_range():
+    ref = DDPMScheduler(num_train_timesteps=N, clip_sample_range=2.0)
+    sched = AnalyticDPMScheduler.from_config(ref.config, method="ddim")
+    assert sched.config.data_range == [-2.0, 2.0] and sched.config.clip_sample_range == 2.0
+    sched.set_timesteps(5)
+    t = int(sched.timesteps[0])
+    x = torch.full((1, *SHAPE), 50.0)
+    e = torch.zeros((1, *SHAPE))
+    x0 = sched.step(e, t, x).pred_original_sample
+    assert float(x0.max()) == 2.0
+    ref.set_timesteps(timesteps=sched.timesteps.tolist())
+    torch.testing.assert_close(x0, ref.step(e, t, x).pred_original_sample)
+    assert sched.table.data_range == (-2.0, 2.0) or tuple(sched.table.data_range) == (-2.0, 2.0)
+    back = AnalyticDPMScheduler.from_config(sched.config)
+    assert back.config.data_range == [-2.0, 2.0]
+    with pytest.raises(ValueError, match=r"clip_sample_range = 2.0 sets data_range = \(-2.0, 2.0\), but data_range"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", clip_sample_range=2.0, data_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match="clip_sample_range must be > 0"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", clip_sample_range=0.0)
+
+
+def test_rescale_betas_zero_snr():
+    from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+    from analytic_dpm.integrations.diffusers_scheduler import _rescale_zero_terminal_snr
+
+    b = SCHED.beta[1:]
+    ours = _rescale_zero_terminal_snr(b)
+    want = rescale_zero_terminal_snr(torch.from_numpy(np.array(b))).numpy()
+    np.testing.assert_allclose(ours, want, rtol=1e-12, atol=1e-15)
+    assert ours[-1] == 1.0  # ᾱ_N = 0 exactly in float64
+    ref = DDPMScheduler(num_train_timesteps=N, rescale_betas_zero_snr=True)
+    with pytest.raises(ValueError, match=r"rescale_betas_zero_snr=True .* ᾱ_N = 0 .* cannot be used"):
+        AnalyticDPMScheduler.from_config(ref.config, method="ddim")
+    assert AnalyticDPMScheduler.from_config(ref.config, method="ddim",
+                                            rescale_betas_zero_snr=False).schedule.N == N
+
+
+@pytest.mark.parametrize("option,value", [("thresholding", True), ("dynamic_thresholding_ratio", 0.9),
+                                          ("sample_max_value", 2.0), ("set_alpha_to_one", False),
+                                          ("variance_type", "fixed_large")])
+def test_ignored_diffusers_options_warn(option, value):
+    cls = DDIMScheduler if option == "set_alpha_to_one" else DDPMScheduler
+    ref = cls(num_train_timesteps=N, **{option: value})
+    with pytest.warns(UserWarning, match=rf"ignores the diffusers option {option}={value!r}"):
+        sched = AnalyticDPMScheduler.from_config(ref.config, method="ddim")
+    assert sched.config[option] == value
+
+
+def test_harmless_diffusers_options_do_not_warn():
+    import warnings
+
+    cfg = dict(DDPMScheduler(num_train_timesteps=N, thresholding=False, variance_type="fixed_small").config)
+    cfg.pop("variance_type")  # fixed_small is still ignored (the method picks the variance): see the next check
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AnalyticDPMScheduler.from_config(cfg, method="ddim")
+        AnalyticDPMScheduler.from_config(DDIMScheduler(num_train_timesteps=N, set_alpha_to_one=True).config,
+                                         method="ddim")
+    with pytest.warns(UserWarning, match="variance_type='fixed_small'.*comes from `method`"):
+        AnalyticDPMScheduler.from_config(DDPMScheduler(num_train_timesteps=N, variance_type="fixed_small").config,
+                                         method="ddim")
+
+
+def test_saved_pipeline_loads_in_a_fresh_process(tmp_path, unet, gamma):
+    """diffusers resolves a non-diffusers class from sys.modules only: with the one documented import line a fresh
+    process loads the pipeline with our scheduler; without it, diffusers' ValueError names the module to import."""
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm")
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["scheduler"] == ["analytic_dpm.integrations.diffusers_scheduler", "AnalyticDPMScheduler"]
+    load = f"from diffusers import DDPMPipeline; pipe = DDPMPipeline.from_pretrained({str(tmp_path / 'pipe')!r}); "
+    code = ("import sys; import analytic_dpm.integrations.diffusers_scheduler; " + load +
+            "s = pipe.scheduler; assert type(s).__name__ == 'AnalyticDPMScheduler', type(s); "
+            "s.set_timesteps(4); print(s.table.fingerprint())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sched.set_timesteps(4)
+    assert out.stdout.strip().splitlines()[-1] == sched.table.fingerprint()
+    bare = subprocess.run([sys.executable, "-c", load], cwd=ROOT, capture_output=True, text=True)
+    assert bare.returncode != 0
+    assert "import analytic_dpm.integrations.diffusers_scheduler before calling `from_pretrained`" in bare.stderr
+
+
+def test_seeded_noise_as_pipeline_generator_fails_clearly(unet, gamma):
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddpm")
+    pipe = DDPMPipeline(unet=unet, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(TypeError, match=r"(?s)randn\(\) received an invalid combination of arguments.*"
+                                        r"generator=SeededNoise.*torch\.Generator generator"):
+        pipe(batch_size=2, num_inference_steps=3, generator=SeededNoise(seed=0, num_samples=2, shape=SHAPE))
+
+
+@pytest.mark.parametrize("method", ["analytic-ddpm", "analytic-ddim", "residual-ddpm", "residual-ddim"])
+def test_optimal_timestep_spacing(unet, gamma, method):
+    """timestep_spacing='optimal' (or trajectory_type): Theorem 3's DP at set_timesteps(K), from Γ or from R."""
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, timestep_spacing="optimal")
+    for K in (4, 6):
+        if method.startswith("residual"):
+            want = adpm.optimal_trajectory(SCHED, None, K, residual=gamma.residual)
+        else:
+            want = adpm.optimal_trajectory(SCHED, gamma.gamma, K)
+        pipe = DDPMPipeline(unet=unet, scheduler=sched)
+        pipe.set_progress_bar_config(disable=True)
+        pipe(batch_size=1, num_inference_steps=K, output_type="np")
+        np.testing.assert_array_equal(sched.trajectory, np.asarray(want))
+    via_type = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method=method, trajectory_type="optimal",
+                                                  num_inference_steps=6)
+    np.testing.assert_array_equal(via_type.trajectory, sched._optimal_trajectory(6))
+
+
+def test_optimal_timestep_spacing_errors(gamma):
+    with pytest.raises(ValueError, match="'optimal' runs Theorem 3's DP, which needs gamma"):
+        AnalyticDPMScheduler.from_schedule(SCHED, method="ddim", timestep_spacing="optimal").set_timesteps(5)
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="ddim", timestep_spacing="optimal")
+    sched.set_timesteps(5)  # a baseline with Γ given: the DP from Γ
+    np.testing.assert_array_equal(sched.trajectory, np.asarray(adpm.optimal_trajectory(SCHED, gamma.gamma, 5)))
+    with pytest.raises(ValueError, match="needs K >= 2"):
+        sched.set_timesteps(1)
+    g = np.array(gamma.gamma)
+    g[7] = np.nan
+    with pytest.raises(ValueError, match=r"needs gamma Γ at every n = 1..N = 100; .* n = \[7\]"):
+        AnalyticDPMScheduler.from_schedule(SCHED, gamma=g, method="analytic-ddpm",
+                                           timestep_spacing="optimal").set_timesteps(5)
+
+
+def test_scheduler_alone_loads_from_a_saved_pipeline(tmp_path, unet, gamma):
+    sched = AnalyticDPMScheduler.from_schedule(SCHED, gamma=gamma, method="analytic-ddim", eta=0.3, trajectory=TRAJ)
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(tmp_path)
+    back = AnalyticDPMScheduler.from_pretrained(tmp_path, subfolder="scheduler")
+    assert back.table.fingerprint() == sched.table.fingerprint()

@@ -5,6 +5,12 @@
   Also there: :class:`SeededNoise` (this library's per-sample noise streams for a diffusers loop) and
   :func:`unet_eps_model` (a diffusers ``UNet2DModel`` as an ε-model for Γ estimation, sampling and likelihoods).
 
+A pipeline saved with this scheduler records it as ``analytic_dpm.integrations.diffusers_scheduler``; diffusers'
+``from_pretrained`` resolves that module from ``sys.modules`` only, so import it (or any name from here, e.g.
+``from analytic_dpm.integrations import AnalyticDPMScheduler``) before ``DDPMPipeline.from_pretrained(dir)``.
+``DDIMPipeline`` replaces the scheduler it is built with by a DDIMScheduler: assign ``pipe.scheduler = sched`` after
+construction (see the module docstring of ``diffusers_scheduler``).
+
 Accessing a name here imports diffusers at that moment (a few seconds); ``import analytic_dpm.integrations`` alone
 does not.
 """

@@ -47,11 +47,14 @@ Timestep spacing. ``set_timesteps(K)`` without a fixed ``trajectory`` spaces K s
 is set, else by ``trajectory_type`` (default 'even', the paper's ET). ``timestep_spacing`` takes diffusers' own
 'leading' (with ``steps_offset`` added, as diffusers does), 'linspace' and 'trailing', giving exactly the
 ``timesteps`` of diffusers' DDPMScheduler/DDIMScheduler ``set_timesteps(K)`` (:data:`DIFFUSERS_SPACINGS`), or one of
-this library's spacings (:data:`SPACINGS`: 'even', 'quadratic', 'ddim-stride', 'optimal'). ``timestep_spacing=None``
-(the default here) defers to ``trajectory_type``. Note that ``from_config(ddpm.config)`` takes a ``timestep_spacing``
-only when that config set it explicitly: diffusers drops the values a config left at their defaults
-(``_use_default_values``), so a default DDPMScheduler config gives this scheduler's default (even) spacing, not
-'leading'; pass ``timestep_spacing="leading"`` to ``from_config`` for diffusers' default.
+this library's spacings (:data:`SPACINGS`: 'even', 'quadratic', 'ddim-stride', 'optimal'), which is stored as
+``trajectory_type``. ``timestep_spacing=None`` (the default here) defers to ``trajectory_type``. Diffusers options left
+unset (None: ``timestep_spacing``, ``clip_sample_range``, ``variance_type``) are left out of the config, so that
+``DDPMScheduler.from_config(sched.config)`` (and DDIMPipeline's conversion) gets diffusers' own defaults rather than
+nulls it cannot use. Note that ``from_config(ddpm.config)`` takes a ``timestep_spacing`` only when that config set
+it explicitly: diffusers drops the values a config left at their defaults (``_use_default_values``), so a default
+DDPMScheduler config gives this scheduler's default (even) spacing, not 'leading'; pass
+``timestep_spacing="leading"`` to ``from_config`` for diffusers' default.
 
 'optimal' runs Theorem 3's exact DP (:func:`analytic_dpm.optimal_trajectory`) at every new K, from ``gamma`` (or
 ``one_minus_gamma``) for the analytic and baseline methods, or from ``residual`` for 'residual-ddpm'/'residual-ddim'
@@ -73,8 +76,9 @@ and :class:`~analytic_dpm.schedules.Schedule` needs 0 < β_n < 1, so it raises a
 :data:`IGNORED_OPTIONS` (``thresholding``, ``dynamic_thresholding_ratio``, ``sample_max_value``,
 ``set_alpha_to_one``, ``variance_type``) are stored in the config but not implemented; a value other than the
 harmless one (e.g. ``thresholding=True``, ``set_alpha_to_one=False``, any ``variance_type``: the method chooses the
-variance) raises a UserWarning naming the option and what is done instead. Keys diffusers' configs have that this
-class does not know at all are dropped by diffusers itself.
+variance) raises a UserWarning naming the option and what is done instead. Keys this class does not know at all
+(e.g. an EulerDiscreteScheduler's ``use_karras_sigmas``) are not passed to ``__init__``: diffusers keeps them in
+``config`` only.
 
 DDIM keywords. ``step(..., eta=η, use_clipped_model_output=b)`` accepts diffusers' DDIMScheduler.step keywords:
 for a DDIM-family method an η other than the configured one uses a table rebuilt for that η (cached until the next
@@ -88,11 +92,21 @@ and ``use_clipped_model_output`` to our ``step``::
     pipe = DDIMPipeline(unet=unet, scheduler=sched)   # holds a DDIMScheduler here
     pipe.scheduler = sched                            # now ours; pipe(eta=...) must suit the method (η = 0 for DDPM)
 
+DDIMPipeline always passes ``eta`` (its default is 0.0), so ``pipe()`` runs η = 0 even for a scheduler configured
+with another η; pass ``pipe(eta=sched.config.eta)`` to keep it.
+
 Saving and loading. ``pipe.save_pretrained(dir)`` records the scheduler in ``model_index.json`` as
-``["analytic_dpm.integrations.diffusers_scheduler", "AnalyticDPMScheduler"]`` (diffusers stores the full module of a
-class from a library it does not know), and ``DDPMPipeline.from_pretrained(dir)`` imports that module by name, so a
-fresh process loads it without any import of analytic_dpm (the package must be installed). Loading the scheduler
-alone: ``AnalyticDPMScheduler.from_pretrained(dir, subfolder="scheduler")``.
+``["analytic_dpm.integrations.diffusers_scheduler", "AnalyticDPMScheduler"]`` (diffusers stores the full module path
+of a class from a library it does not know). ``DDPMPipeline.from_pretrained(dir)`` resolves that name from
+``sys.modules`` only: diffusers (0.42) deliberately imports no module a repository names, apart from its known
+libraries (``LOADABLE_CLASSES``), so registering this class there would not help (it would only run after the import
+that is needed anyway). In a fresh process, import the module first, one line::
+
+    import analytic_dpm.integrations.diffusers_scheduler  # or: from analytic_dpm.integrations import ...
+    pipe = DDPMPipeline.from_pretrained(dir)               # pipe.scheduler is an AnalyticDPMScheduler
+
+Without it diffusers raises a ValueError naming the module to import. The scheduler alone loads with
+``AnalyticDPMScheduler.from_pretrained(dir, subfolder="scheduler")``.
 
 Noise. A diffusers ``torch.Generator`` (or ``variance_noise=``) works as in other schedulers. To reproduce
 :func:`analytic_dpm.sampling.sample` exactly, pass a :class:`SeededNoise` as ``generator``: it draws the start
@@ -120,7 +134,7 @@ _INSTALL_HINT = (
 try:
     import diffusers  # noqa: F401  (imported first so that a missing package fails here, with the hint)
     import torch
-    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
     from diffusers.utils import BaseOutput
     from diffusers.utils.torch_utils import randn_tensor
@@ -159,6 +173,10 @@ IGNORED_OPTIONS = {
     "variance_type": (None, "the reverse variance comes from `method` (e.g. 'ddpm-small' is diffusers' fixed_small, "
                             "'ddpm-large' its fixed_large); a learned-variance head is ignored"),
 }
+
+
+#: diffusers options whose None here means "not set": omitted from the config, so diffusers' classes use their defaults
+_OMIT_IF_NONE = ("timestep_spacing", "clip_sample_range", "variance_type")
 
 
 def _diffusers_timesteps(spacing: str, N: int, K: int, steps_offset: int) -> np.ndarray:
@@ -450,6 +468,8 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         choice("trajectory_type", trajectory_type, SPACINGS)
         if timestep_spacing is not None:
             choice("timestep_spacing", timestep_spacing, DIFFUSERS_SPACINGS + SPACINGS)
+            if timestep_spacing in SPACINGS:  # one of ours: kept as trajectory_type, which diffusers never reads
+                trajectory_type, timestep_spacing = timestep_spacing, None
         steps_offset = as_int("steps_offset", steps_offset, minimum=0,
                               fix="diffusers adds it to the 'leading' timesteps (Stable Diffusion uses 1).")
         given = dict(thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
@@ -560,7 +580,12 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             trajectory=None if fixed is None else [int(v) for v in fixed],
             data_range=None if data_range is None else list(data_range),
             eta=eta, clip_sigma_pixel=clip_sigma_pixel, steps_offset=steps_offset, clip_sample_range=clip_sample_range,
+            trajectory_type=trajectory_type, timestep_spacing=timestep_spacing,
         )
+        # diffusers options left unset are left out of the config (not stored as null), so that
+        # DDPMScheduler/DDIMScheduler.from_config(this config) applies its own defaults rather than None
+        self._internal_dict = FrozenDict({k: v for k, v in self._internal_dict.items()
+                                          if not (k in _OMIT_IF_NONE and v is None)})
         self._data_range = data_range
 
         # diffusers-compatible attributes (0-based: alphas_cumprod[t] = ᾱ_{t+1})
@@ -654,11 +679,13 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"the optimal trajectory needs K >= 2 steps (τ_1 = 1 is fixed and τ_K = N); got K = {K}.")
         kw = dict(data_range=self._data_range, clip=bool(cfg.clip_variance), progress=False)
         if cfg.method in RESIDUAL_METHODS:
-            args, kw["residual"], what = (None,), self.residual, "residual R"
+            gamma, stat, what = None, self.residual, "residual R"
+            kw["residual"] = stat
         elif self.one_minus_gamma is not None:
-            args, kw["one_minus_gamma"], what = (None,), self.one_minus_gamma, "one_minus_gamma"
+            gamma, stat, what = None, self.one_minus_gamma, "one_minus_gamma"
+            kw["one_minus_gamma"] = stat
         elif self.gamma is not None:
-            args, what = (self.gamma,), "gamma Γ"
+            gamma, stat, what = self.gamma, self.gamma, "gamma Γ"
         else:
             raise ValueError(
                 f"timestep_spacing/trajectory_type 'optimal' runs Theorem 3's DP, which needs gamma Γ_n (or "
@@ -666,17 +693,16 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
                 "scheduler has none. Pass gamma=estimate (estimate_gamma(unet_eps_model(unet), schedule, data)) or "
                 "pick another spacing ('even', 'leading', 'trailing', ...)."
             )
-        stat = self.residual if what == "residual R" else (self.one_minus_gamma if args == (None,) else self.gamma)
         missing = np.flatnonzero(~np.isfinite(stat[1:])) + 1
         if missing.size:
             raise ValueError(f"timestep_spacing 'optimal' needs {what} at every n = 1..N = {N}; it is not estimated "
                              f"(NaN) at n = {_show(missing)}. Estimate it at all timesteps or fix a trajectory.")
-        traj = np.asarray(optimal_trajectory(self.schedule, *args, K, **kw), dtype=np.int64)
+        traj = np.asarray(optimal_trajectory(self.schedule, gamma, K, **kw), dtype=np.int64)
         self._optimal[K] = traj
         return traj
 
     def _spacing(self) -> str:
-        sp = getattr(self.config, "timestep_spacing", None)
+        sp = self.config.get("timestep_spacing")
         return self.config.trajectory_type if sp is None else sp
 
     def set_timesteps(self, num_inference_steps: int | None = None, device=None, timesteps=None):
@@ -698,6 +724,12 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
             if K > N:
                 raise ValueError(f"num_inference_steps = {K} cannot exceed num_train_timesteps N = {N}.")
             timesteps = _diffusers_timesteps(spacing, N, K, self.config.steps_offset)
+            if timesteps.size and int(timesteps.max()) > N - 1:
+                raise ValueError(
+                    f"timestep_spacing={spacing!r} with steps_offset={self.config.steps_offset} gives timestep "
+                    f"{int(timesteps.max())} at K = {K}, beyond N−1 = {N - 1} (diffusers would index past its "
+                    "alphas_cumprod). Use a smaller K, steps_offset=0, or another spacing."
+                )
             num_inference_steps = None
         if timesteps is not None:
             if num_inference_steps is not None:
