@@ -79,35 +79,48 @@ class ReverseVariances:
 
 
 def _check_gamma(gamma, N: int, needed: np.ndarray) -> np.ndarray:
-    g = as_float_array(
-        "gamma", gamma,
-        fix=f"Γ must be an array of shape (N+1,) = ({N + 1},), Γ_n = E‖ε̂_n(x_n)‖²/d, index 0 unused.",
-    )
-    if g.shape != (N + 1,):
+    """Γ as a float64 (N+1,) array, finite at ``needed``, clipped into [0, 1] there (with a warning)."""
+    g = _per_timestep_stat("gamma", gamma, N, needed, "Γ_n = E‖ε̂_n(x_n)‖²/d",
+                           shape_fix="Use estimate_gamma(...) or pad a length-N array with a leading 0.",
+                           finite_fix="Estimate Γ at those timesteps (estimate_gamma(..., timesteps=...)).").copy()
+    # warned at the caller of reverse_variances
+    g[needed] = _clip_unit_interval("gamma", g[needed], needed, "Γ = E‖ε̂‖²/d", "as the paper does", stacklevel=4)
+    return g
+
+
+def _per_timestep_stat(name: str, value, N: int, needed: np.ndarray, meaning: str, shape_fix: str,
+                       finite_fix: str) -> np.ndarray:
+    """``value`` as a float64 (N+1,) array, finite at ``needed`` (ValueError naming the argument otherwise)."""
+    arr = as_float_array(name, value, fix=f"{name} must be an array of shape (N+1,) = ({N + 1},), {meaning}, index 0 "
+                                         "unused.")
+    if arr.shape != (N + 1,):
         raise ValueError(
-            f"gamma must have shape (N+1,) = ({N + 1},) for this schedule, indexed by timestep n with index 0 "
-            f"unused; got shape {g.shape}. Use estimate_gamma(...) or pad a length-N array with a leading 0."
+            f"{name} must have shape (N+1,) = ({N + 1},) for this schedule, indexed by timestep n with index 0 "
+            f"unused; got shape {arr.shape}. {shape_fix}"
         )
-    vals = g[needed]
-    bad = ~np.isfinite(vals)
+    bad = ~np.isfinite(arr[needed])
     if bad.any():
         raise ValueError(
-            f"gamma must be finite at every timestep of the trajectory; got {_show(vals[bad])} at n = "
-            f"{_show(needed[bad])}. Estimate Γ at those timesteps (estimate_gamma(..., timesteps=...))."
+            f"{name} must be finite at every timestep of the trajectory; got {_show(arr[needed][bad])} at n = "
+            f"{_show(needed[bad])}. {finite_fix}"
         )
-    out_lo, out_hi = vals < 0.0, vals > 1.0
-    if out_lo.any() or out_hi.any():
-        where = needed[out_lo | out_hi]
+    return arr
+
+
+def _clip_unit_interval(name: str, vals: np.ndarray, needed: np.ndarray, what: str, how: str,
+                        stacklevel: int) -> np.ndarray:
+    """``vals`` clipped into [0, 1], with a RuntimeWarning where they leave it (``stacklevel`` as for warnings.warn,
+    counted from this function)."""
+    out = (vals < 0.0) | (vals > 1.0)
+    if out.any():
         warnings.warn(
-            f"gamma lies outside [0, 1] at n = {_show(where)} (values {_show(vals[out_lo | out_hi])}); "
-            "Γ = E‖ε̂‖²/d of the exact noise predictor lies in [0, 1], so these come from model or Monte Carlo "
-            "error. They are clipped into [0, 1], as the paper does.",
+            f"{name} lies outside [0, 1] at n = {_show(needed[out])} (values {_show(vals[out])}); {what} of the exact "
+            "noise predictor lies in [0, 1], so these come from model or Monte Carlo error. They are clipped into "
+            f"[0, 1], {how}.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    g = g.copy()
-    g[needed] = np.clip(vals, 0.0, 1.0)
-    return g
+    return np.clip(vals, 0.0, 1.0)
 
 
 def _check_data_range(data_range):
@@ -196,24 +209,6 @@ def residual_sigma_sq(schedule: Schedule, s, t, residual_t, family: str = "ddpm"
     return lam2 + gap(schedule, s, t, family, eta) ** 2 * np.asarray(residual_t, dtype=np.float64)
 
 
-def _per_timestep_stat(name: str, value, N: int, needed: np.ndarray, meaning: str, how: str) -> np.ndarray:
-    """``value`` as a float64 (N+1,) array, finite at ``needed`` (ValueError naming the argument otherwise)."""
-    arr = as_float_array(name, value, fix=f"{name} must be an array of shape (N+1,) = ({N + 1},), {meaning}, index 0 "
-                                         "unused.")
-    if arr.shape != (N + 1,):
-        raise ValueError(
-            f"{name} must have shape (N+1,) = ({N + 1},) for this schedule, indexed by timestep n with index 0 "
-            f"unused; got shape {arr.shape}. {how}"
-        )
-    bad = ~np.isfinite(arr[needed])
-    if bad.any():
-        raise ValueError(
-            f"{name} must be finite at every timestep of the trajectory; got {_show(arr[needed][bad])} at n = "
-            f"{_show(needed[bad])}. {how}"
-        )
-    return arr
-
-
 def _stat_from_estimate(gamma, attr: str):
     """``gamma.<attr>`` when ``gamma`` is a GammaEstimate that carries it, else None."""
     return getattr(gamma, attr, None) if hasattr(gamma, "num_samples") else None
@@ -283,19 +278,11 @@ def reverse_variances(
                 "(one_minus_gamma = 1 − Γ keeps its digits near Γ = 1)."
             )
         if one_minus_gamma is not None:
-            omg = _per_timestep_stat(
-                "one_minus_gamma", one_minus_gamma, N, t, "1 − Γ_n",
-                "Use GammaEstimate.one_minus_gamma, or data.one_minus_gamma(schedule) on toy data.")[t]
-            lo, hi = omg < 0.0, omg > 1.0
-            if lo.any() or hi.any():
-                warnings.warn(
-                    f"one_minus_gamma lies outside [0, 1] at n = {_show(t[lo | hi])} (values {_show(omg[lo | hi])}); "
-                    "1 − Γ of the exact noise predictor lies in [0, 1], so these come from model or Monte Carlo "
-                    "error. They are clipped into [0, 1], as the paper does with Γ.",
-                    RuntimeWarning, stacklevel=2,
-                )
+            how = "Use GammaEstimate.one_minus_gamma, or data.one_minus_gamma(schedule) on toy data."
+            omg = _per_timestep_stat("one_minus_gamma", one_minus_gamma, N, t, "1 − Γ_n", shape_fix=how,
+                                     finite_fix=how)[t]
             raw_factor = omg
-            omg_t = np.clip(omg, 0.0, 1.0)
+            omg_t = _clip_unit_interval("one_minus_gamma", omg, t, "1 − Γ", "as the paper does with Γ", stacklevel=3)
             gamma_t = 1.0 - omg_t
         else:
             g = _check_gamma(gamma, N, t)
@@ -328,8 +315,9 @@ def reverse_variances(
                 "estimate_gamma(...) returns it as GammaEstimate.residual (no extra network evaluations); on toy "
                 "data use toy.exact_residual_of_imperfect or data.one_minus_gamma(schedule) for the exact ε*."
             )
-        R = _per_timestep_stat("residual", residual, N, t, "R_n = E‖ε − ε̂_n(x_n)‖²/d",
-                               "Estimate it at those timesteps with estimate_gamma(..., timesteps=...).")[t]
+        how = "Estimate it at those timesteps with estimate_gamma(..., timesteps=...)."
+        R = _per_timestep_stat("residual", residual, N, t, "R_n = E‖ε − ε̂_n(x_n)‖²/d", shape_fix=how,
+                               finite_fix=how)[t]
         neg = R < 0.0
         if neg.any():
             raise ValueError(

@@ -46,8 +46,8 @@ MUTANTS = {
         "analytic_dpm/gamma.py", 'np.einsum("ij,ij->i", diff, z + e)', 'np.einsum("ij,ij->i", diff, z - e)',
         ["tests/test_residual.py"], "the control variate ⟨ε − ε̂, ε − ε̂⟩ instead of ⟨ε − ε̂, ε + ε̂⟩"),
     "imperfect-residual-unsquared": (
-        "analytic_dpm/toy/imperfect.py", "out = omg + (1.0 - wrapper.scale) ** 2 * gamma",
-        "out = omg + (1.0 - wrapper.scale) * gamma", ["tests/test_residual.py"],
+        "analytic_dpm/toy/imperfect.py", "return (one_minus_gamma + (1.0 - scale) ** 2 * gamma",
+        "return (one_minus_gamma + (1.0 - scale) * gamma", ["tests/test_residual.py"],
         "the exact residual of a scaled ε* with (1 − a) instead of (1 − a)²"),
     "gap-numerator-lambda": (
         "analytic_dpm/posterior.py", "num = b_ts / a_ts + lam2", "num = b_ts / a_ts + 0.5 * lam2",

@@ -48,7 +48,7 @@ from ..schedules import Schedule
 from ..trajectories import transitions, validate_trajectory
 from ..variance import ANALYTIC_METHODS, RESIDUAL_METHODS, ReverseVariances, reverse_variances
 from .gaussian import ExactEpsModel, GaussianData, _check_schedule
-from .imperfect import ImperfectEps
+from .imperfect import ImperfectEps, _imperfect_stats, _reference_stats_at
 from .mixture import GaussianMixtureData
 
 
@@ -84,20 +84,6 @@ class ExactMeanBound:
     @property
     def lambda_sq(self) -> np.ndarray:
         return self.variances.lambda_sq
-
-
-def _exact_stats(data, schedule: Schedule, t: np.ndarray):
-    """(v_t, Γ_t, 1 − Γ_t) at the timesteps t for GaussianData or a 1-D/2-D mixture; 1 − Γ_t without cancellation."""
-    if isinstance(data, GaussianData):
-        return (data.posterior_cov_trace_at(schedule, t), data.gamma_at(schedule, t),
-                data.one_minus_gamma_at(schedule, t))
-    if isinstance(data, GaussianMixtureData):
-        g, c = data.references(schedule, t)
-        return c[t], g[t], schedule.alpha_bar[t] / schedule.beta_bar[t] * c[t]
-    raise TypeError(
-        f"data must be GaussianData or GaussianMixtureData; got {type(data).__name__}. Build one with "
-        "GaussianData(mean, cov) or toy.default_gaussian()."
-    )
 
 
 def _check_eps_model(eps_model, data, schedule):
@@ -147,12 +133,11 @@ def exact_mean_bound(data, schedule: Schedule, trajectory, method: str, eta: flo
     schedule = _check_schedule(schedule)
     traj = validate_trajectory(trajectory, schedule.N)
     s, t = transitions(traj)
-    v_t, g_t, omg_t = _exact_stats(data, schedule, t)
+    v_t, g_t, omg_t = _reference_stats_at(data, schedule, t)
     scale, bias = _check_eps_model(eps_model, data, schedule)
-    b2 = float(np.mean(np.square(bias)))
-    # the model's residual R_t = (1 − Γ_t) + (1 − scale)²Γ_t + ‖b‖²/d and its 1 − Γ̂_t (exact_residual_of_imperfect)
-    res_t = omg_t + (1.0 - scale) ** 2 * g_t + b2 if eps_model is not None else omg_t
-    omg_hat_t = omg_t - (scale**2 - 1.0) * g_t - b2 if eps_model is not None else omg_t
+    # the model's residual R_t and its 1 − Γ̂_t (both equal to 1 − Γ_t for the exact ε*)
+    res_t, omg_hat_t = (omg_t, omg_t) if eps_model is None else _imperfect_stats(
+        g_t, omg_t, scale, float(np.mean(np.square(bias))))
     N = schedule.N
     if method in ANALYTIC_METHODS and gamma is None and one_minus_gamma is None:
         one_minus_gamma = _full(N, t, omg_hat_t)
@@ -297,10 +282,8 @@ def evaluate_exact(data: GaussianData, schedule: Schedule, trajectory, method: s
     bound = exact_mean_bound(data, schedule, trajectory, method, eta=eta, gamma=gamma, clip=clip,
                              one_minus_gamma=one_minus_gamma, residual=residual, eps_model=eps_model)
     scale, bias = _check_eps_model(eps_model, data, schedule)
-    if np.ndim(bias):
-        bias_eig = bias if data.is_diagonal else data.basis.T @ bias
-    else:
-        bias_eig = np.full(data.dim, bias) if data.is_diagonal else data.basis.T @ np.full(data.dim, bias)
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.float64), (data.dim,))
+    bias_eig = bias if data.is_diagonal else data.basis.T @ bias
     traj = bound.trajectory
     s, t = transitions(traj)
     c0, ct, _ = posterior_coefficients(schedule, s, t, family_of(method), bound.eta)

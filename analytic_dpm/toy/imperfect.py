@@ -111,42 +111,51 @@ def exact_gamma_of_imperfect(data, schedule: Schedule, scale: float = 1.0, bias=
     return out
 
 
-def _reference_stats(data, schedule: Schedule):
-    """(Γ, 1 − Γ) of the exact predictor, (N+1,) each, 1 − Γ without cancellation."""
+def _reference_stats_at(data, schedule: Schedule, timesteps):
+    """(v_t, Γ_t, 1 − Γ_t) of the exact predictor at the int array ``timesteps``: v_t = E tr Cov(x_0|x_t)/d, and
+    1 − Γ_t without cancellation (GaussianData: from the eigenvalues; a 1-D/2-D GaussianMixtureData: from the
+    quadrature references, Lemma 11: 1 − Γ = (ᾱ/β̄) v)."""
+    t = np.asarray(timesteps, dtype=np.int64)
     if isinstance(data, GaussianData):
-        return data.gamma(schedule), data.one_minus_gamma(schedule)
+        return (data.posterior_cov_trace_at(schedule, t), data.gamma_at(schedule, t),
+                data.one_minus_gamma_at(schedule, t))
     if hasattr(data, "references"):
-        gamma, cov = data.references(schedule)
-        omg = np.zeros(schedule.N + 1)
-        omg[1:] = schedule.alpha_bar[1:] / schedule.beta_bar[1:] * cov[1:]  # Lemma 11: 1 − Γ = (ᾱ/β̄) E tr Cov/d
-        return gamma, omg
+        gamma, cov = data.references(schedule, t)
+        return cov[t], gamma[t], schedule.alpha_bar[t] / schedule.beta_bar[t] * cov[t]
     raise TypeError(
-        f"data must be GaussianData or GaussianMixtureData; got {type(data).__name__}. For other data estimate R by "
-        "Monte Carlo with estimate_gamma (GammaEstimate.residual)."
+        f"data must be GaussianData or GaussianMixtureData; got {type(data).__name__}. Build one with "
+        "GaussianData(mean, cov) or toy.default_gaussian(); for other data estimate Γ and R by Monte Carlo with "
+        "estimate_gamma (GammaEstimate.residual)."
     )
+
+
+def _imperfect_stats(gamma, one_minus_gamma, scale: float, bias_sq: float):
+    """(R, 1 − Γ̂) of ε̂ = scale·ε* + bias from the exact predictor's Γ and 1 − Γ (``bias_sq`` = ‖bias‖²/d):
+    R = (1 − Γ) + (1 − scale)²Γ + ‖b‖²/d and 1 − Γ̂ = (1 − Γ) − (scale² − 1)Γ − ‖b‖²/d (module docstring)."""
+    return (one_minus_gamma + (1.0 - scale) ** 2 * gamma + bias_sq,
+            one_minus_gamma - (scale**2 - 1.0) * gamma - bias_sq)
+
+
+def _imperfect_arrays(data, schedule, scale, bias):
+    """(R, 1 − Γ̂) as (N+1,) arrays with index 0 = 0.0, scale and bias validated as ImperfectEps does."""
+    schedule = _check_schedule(schedule)
+    wrapper = ImperfectEps(lambda x, n: x, scale, bias)
+    _, gamma, omg = _reference_stats_at(data, schedule, np.arange(1, schedule.N + 1))
+    stats = _imperfect_stats(gamma, omg, wrapper.scale, wrapper.bias_sq_per_dim(data.dim))
+    return tuple(np.concatenate([[0.0], a]) for a in stats)
 
 
 def exact_residual_of_imperfect(data, schedule: Schedule, scale: float = 1.0, bias=0.0) -> np.ndarray:
     """R_n = E‖ε − (scale·ε*_n(x_n) + bias)‖²/d = (1 − Γ_n) + (1 − scale)²Γ_n + ‖bias‖²/d exactly (shape (N+1,),
     R_0 = 0): the residual of :class:`ImperfectEps` around the exact ε* (module docstring). scale = 1, bias = 0 gives
     1 − Γ_n. ``data``: :class:`GaussianData` or a 1-D/2-D :class:`GaussianMixtureData` (quadrature references)."""
-    schedule = _check_schedule(schedule)
-    wrapper = ImperfectEps(lambda x, n: x, scale, bias)
-    gamma, omg = _reference_stats(data, schedule)
-    out = omg + (1.0 - wrapper.scale) ** 2 * gamma + wrapper.bias_sq_per_dim(data.dim)
-    out[0] = 0.0
-    return out
+    return _imperfect_arrays(data, schedule, scale, bias)[0]
 
 
 def exact_one_minus_gamma_of_imperfect(data, schedule: Schedule, scale: float = 1.0, bias=0.0) -> np.ndarray:
     """1 − Γ̂_n for Γ̂ of :func:`exact_gamma_of_imperfect`, as (1 − Γ_n) − (scale² − 1)Γ_n − ‖bias‖²/d, so that the
     exact predictor's 1 − Γ_n keeps its digits (negative where Γ̂_n > 1); shape (N+1,), index 0 = 0.0."""
-    schedule = _check_schedule(schedule)
-    wrapper = ImperfectEps(lambda x, n: x, scale, bias)
-    gamma, omg = _reference_stats(data, schedule)
-    out = omg - (wrapper.scale**2 - 1.0) * gamma - wrapper.bias_sq_per_dim(data.dim)
-    out[0] = 0.0
-    return out
+    return _imperfect_arrays(data, schedule, scale, bias)[1]
 
 
 __all__ = ["ImperfectEps", "exact_gamma_of_imperfect", "exact_residual_of_imperfect",
