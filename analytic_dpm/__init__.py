@@ -61,3 +61,14 @@ from .optimal_trajectory import (  # noqa: E402
     optimal_trajectory_from_costs,
     trajectory_cost,
 )
+
+# Continuous time (P App. E; the extended paper's VP SDE models): analytic_dpm.continuous
+from . import continuous  # noqa: E402
+from .continuous import (  # noqa: E402
+    VPSDE,
+    ContinuousTimeEpsModel,
+    DiscretizedSchedule,
+    GammaCurve,
+    continuous_optimal_trajectory,
+    continuous_trajectory,
+)

@@ -11,6 +11,8 @@ Sub-commands map one-to-one onto library functions:
   methods when ``--gamma`` is given, and the residual methods ('residual-ddpm', 'residual-ddim', σ² = λ² + g²R_t)
   when that file also carries R̂ (every estimate_gamma result does; files saved before it existed do not)
 * ``images``      pipeline.run_image_experiment: train, Γ, bounds, samples and FD-LeNet on digits / Fashion-MNIST
+* ``extended``    covariance_experiment.run_covariance_experiment: SN-DPM / NPR-DPM heads on a finished ``images``
+  run's network, their bounds and FD-LeNet against the scalar methods (resumable)
 * ``check-variances``  testing.check_variance_file: variances from a file against Theorem 2's bounds (exit 1 if outside)
 """
 
@@ -209,6 +211,13 @@ def cmd_images(args) -> int:
     return 0
 
 
+def cmd_extended(args) -> int:
+    from .covariance_experiment import run_covariance_experiment
+
+    run_covariance_experiment(args.preset, base_dir=args.base, out_dir=args.out, device=args.device)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="analytic-dpm", description="Analytic-DPM toolkit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -223,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="image_out", help="output directory (default image_out/); rerun to resume")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("extended", help="extended Analytic-DPM: train SN/NPR heads on a finished `images` run, then "
+                                        "bounds and FD-LeNet against the scalar methods (resumable)")
+    p.add_argument("--preset", default="digits", help="digits, fashion-mnist-cpu or digits-ci (default digits)")
+    p.add_argument("--base", default=None, help="the finished `images` run (model.pt, gamma.npz); default "
+                                                "results/<preset>")
+    p.add_argument("--out", default="extended_out", help="output directory (default extended_out/); rerun to resume")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.set_defaults(func=cmd_extended)
 
     p = sub.add_parser("trajectory", help="print a trajectory [0, τ_1, …, τ_K] (optimal: from a --gamma file)")
     _add_schedule_args(p, extra_trajectories=("optimal",))

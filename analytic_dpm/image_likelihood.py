@@ -44,6 +44,7 @@ from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
 from .trajectories import validate_trajectory
 from .posterior import gap as _gap
+from .covariance import COVARIANCE_METHODS, base_method, check_headed_model, cov_scale, cov_x0, head_kind_of
 from .variance import (ALL_METHODS, RESIDUAL_METHODS, ReverseVariances, handcrafted_sigma_sq, reverse_variances,
                        theorem2_bounds)
 
@@ -426,8 +427,33 @@ class _Pass:
                 "model that also outputs variances (2C channels) needs an adapter that returns only ε̂."
             )
 
-    def __call__(self, x0b, lo, hi, t, want_stats: bool, want_decoder: bool):
-        """dict of per-image float64 arrays: r00, r0e, ree (want_stats) and dec (−log p(x_0|x_t), want_decoder)."""
+    def _diagonal_kl(self, diag: _DiagSpec, t, r, delta, e_hat, head):
+        """(B, S) per-image KL(N(μ̃, λ²I) ‖ N(μ_p, diag σ²)) summed over dimensions, σ²_i = λ² + c²·clip(Cov_x0,i, 0, up):
+        ½ Σ_i [log1p(u_i) − u_i/(1 + u_i) + m_i²/σ²_i], u = c²·Cov/λ², m = a·r + e·δ (no cancellation for small u)."""
+        cov = cov_x0(diag.kind, self.schedule, t, e_hat, head)
+        if self.backend == "numpy":
+            cov = np.clip(cov, 0.0, np.inf if diag.upper is None else diag.upper)
+            flat = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731
+            log1p = np.log1p
+        else:
+            cov = cov.clamp(0.0, diag.upper)
+            flat = lambda v: v.flatten(1)  # noqa: E731
+            log1p = self.torch.log1p
+        cov, r, delta = flat(cov), flat(r), flat(delta)
+        out = np.empty((r.shape[0], diag.s.size))
+        for j in range(diag.s.size):
+            a, e, lam2, c2 = (float(v[j]) for v in (diag.a, diag.e, diag.lam2, diag.c2))
+            m = a * r if e == 0.0 else a * r + e * delta
+            u = (c2 / lam2) * cov
+            var = lam2 * (1.0 + u)
+            kl = 0.5 * (log1p(u) - u / (1.0 + u) + m * m / var)
+            out[:, j] = kl.sum(1) if self.backend == "numpy" else kl.sum(1).cpu().numpy()
+        return out
+
+    def __call__(self, x0b, lo, hi, t, want_stats: bool, want_decoder: bool, diag=None):
+        """dict of per-image float64 arrays: r00, r0e, ree (want_stats), dec (−log p(x_0|x_t), want_decoder) and,
+        for a per-dimension covariance (``diag``, a :class:`_DiagSpec` for this t), dkl (B, S): the KL of each
+        transition (s, t), s in ``diag.s``, summed over dimensions."""
         sch = self.schedule
         sa, sb = math.sqrt(sch.alpha_bar[t]), math.sqrt(sch.beta_bar[t])
         k = math.sqrt(sch.beta_bar[t] / sch.alpha_bar[t])
@@ -435,21 +461,35 @@ class _Pass:
         if self.backend == "numpy":
             eps = eps_np
             x_t = sa * x0b + sb * eps
-            e_hat = self.eps_model(x_t, t)
+            if diag is not None:
+                e_hat, head = self.eps_model.eps_and_head(x_t, t)
+            else:
+                e_hat, head = self.eps_model(x_t, t), None
             if not self.checked:
                 self._check_eps(e_hat, x_t, t)
+                if head is not None:
+                    self._check_eps(head, x_t, t)
                 self.checked = True
             e_hat = np.asarray(e_hat, dtype=np.float64)
+            if head is not None:
+                head = np.asarray(head, dtype=np.float64)
         else:
             torch = self.torch
             eps = torch.from_numpy(eps_np).to(self.work)
             x_t = sa * x0b + sb * eps
             x_in = x_t.to(device=self.device, dtype=self.dtype)
-            e_hat = self.eps_model(x_in, t)
+            if diag is not None:
+                e_hat, head = self.eps_model.eps_and_head(x_in, t)
+            else:
+                e_hat, head = self.eps_model(x_in, t), None
             if not self.checked:
                 self._check_eps(e_hat, x_in, t)
+                if head is not None:
+                    self._check_eps(head, x_in, t)
                 self.checked = True
             e_hat = e_hat.detach().to(device=self.work, dtype=torch.float64)
+            if head is not None:
+                head = head.detach().to(device=self.work, dtype=torch.float64)
         x0_hat = x_t / sa - k * e_hat
         delta = eps - e_hat
         r = -k * delta  # x_0 − x̂_0 exactly, without the cancellation of x_0 − x̂_0 at small t
@@ -465,6 +505,8 @@ class _Pass:
         out = {}
         if want_stats:
             out["r00"], out["r0e"], out["ree"] = self._sum(r, r), self._sum(r, delta), self._sum(delta, delta)
+        if diag is not None and diag.s.size:
+            out["dkl"] = self._diagonal_kl(diag, t, r, delta, e_hat, head)
         if want_decoder:
             ll = discretized_gaussian_log_likelihood(x0b, x0c, float(self.dec_var[t]), bin_width=self.bin_width,
                                                      cdf=self.cdf)
@@ -474,6 +516,11 @@ class _Pass:
                 out["dec"] = -ll.flatten(1).sum(1).cpu().numpy()
         for name, v in out.items():
             if not np.all(np.isfinite(v)):
+                if name == "dkl":
+                    raise ValueError(
+                        f"the per-dimension bound is not finite at timestep t = {t}: the head's variance makes σ² <= 0 "
+                        "somewhere. Check the head (its output scale and kind) or pass clip=True."
+                    )
                 bad = np.flatnonzero(~np.isfinite(v)) + lo
                 raise ValueError(
                     f"eps_model returned ε̂ that makes the bound non-finite ({name}) at timestep t = {t} for images "
@@ -481,6 +528,30 @@ class _Pass:
                     "convention (n in 1..N)."
                 )
         return out
+
+
+@dataclass(frozen=True)
+class _DiagSpec:
+    """What the per-dimension KL of the transitions (s, t), s in ``s``, needs at one t: the head kind, the mean
+    coefficients a, e and λ² of :func:`_mean_coefficients`, c² (:func:`analytic_dpm.covariance.cov_scale`) and the
+    upper clip of Cov_x0 (None: open)."""
+
+    kind: str
+    s: np.ndarray
+    a: np.ndarray
+    e: np.ndarray
+    lam2: np.ndarray
+    c2: np.ndarray
+    upper: float | None
+
+
+def _diag_spec(schedule, method, s, t, eta, upper) -> _DiagSpec:
+    s = np.asarray(s, dtype=np.int64)
+    tt = np.full(s.shape, t, dtype=np.int64)
+    family = family_of(method)
+    a, e, lam2 = _mean_coefficients(schedule, s, tt, family, eta)
+    return _DiagSpec(kind=head_kind_of(method), s=s, a=np.atleast_1d(a), e=np.atleast_1d(e),
+                     lam2=np.atleast_1d(lam2), c2=np.atleast_1d(cov_scale(schedule, s, tt, family, eta)), upper=upper)
 
 
 def _run(eps_model, schedule, x0, backend, device, dtype, clamp, seed, first_index, dec_var, bin_width, cdf,
@@ -497,8 +568,8 @@ def _run(eps_model, schedule, x0, backend, device, dtype, clamp, seed, first_ind
             for lo, hi in batches:
                 x0b = runner.batch_x0(lo, hi)
                 x0_sq = runner.sq_norms(x0b)
-                for i, (t, want_stats, want_dec) in enumerate(plan):
-                    on_result(lo, hi, i, t, runner(x0b, lo, hi, t, want_stats, want_dec), x0_sq)
+                for i, (t, want_stats, want_dec, *diag) in enumerate(plan):
+                    on_result(lo, hi, i, t, runner(x0b, lo, hi, t, want_stats, want_dec, *diag), x0_sq)
                     bar.update(1)
     finally:
         bar.close()
@@ -740,6 +811,51 @@ def _collect(eps_model, schedule, traj, x, backend, dev, dtype, data_range, clam
     )
 
 
+def _cov_upper(data_range, clip: bool):
+    """The upper clip of Cov_x0: r² of the data range when ``clip`` (the official clip_cov_x0 to [0, 1] for images)."""
+    if not clip or data_range is None:
+        return None
+    r = (data_range[1] - data_range[0]) / 2.0
+    return r * r
+
+
+def _run_config(seed, clamp_x0, data_range, cdf, bin_width, first_index, backend, dev, dtype) -> dict:
+    return {"seed": seed, "clamp_x0": clamp_x0, "data_range": None if data_range is None else list(data_range),
+            "cdf": cdf, "bin_width": bin_width, "first_index": first_index, "noise_chunk": NOISE_CHUNK,
+            "backend": backend, "device": None if dev is None else str(dev),
+            "dtype": "float64" if dtype is None else str(dtype).replace("torch.", "")}
+
+
+def _diagonal_bound(eps_model, schedule, traj, method, x, backend, dev, dtype, data_range, clamp_x0, seed, batch_size,
+                    dec_var, cdf, bin_width, first_index, progress, eta, clip) -> VariationalBound:
+    """The bound of a per-dimension covariance method (SN/NPR) along ``traj``: one head call per image and step; each
+    transition's KL summed over dimensions with σ²_i(x_t) from the head (:mod:`analytic_dpm.covariance`)."""
+    rv = reverse_variances(schedule, traj, base_method(method), eta=eta, data_range=data_range, clip=clip)
+    _check_defined(rv, method)
+    M, K = int(x.shape[0]), rv.K
+    dim = int(math.prod(int(v) for v in x.shape[1:]))
+    upper = _cov_upper(data_range, clip)
+    plan = [(int(traj[1]), False, True)]
+    plan += [(int(rv.t[k]), False, False, _diag_spec(schedule, method, [int(rv.s[k])], int(rv.t[k]), rv.eta, upper))
+             for k in range(1, K)]
+    terms = np.empty((M, K))
+    x0_sq = np.empty(M)
+
+    def on_result(lo, hi, i, t, out, sq):
+        x0_sq[lo:hi] = sq
+        terms[lo:hi, i] = out["dec"] if i == 0 else out["dkl"][:, 0]
+
+    _run(eps_model, schedule, x, backend, dev, dtype, data_range if clamp_x0 else None, seed, first_index, dec_var,
+         bin_width, cdf, batch_size, plan, progress, f"variational bound {method}", on_result)
+    prior = dim * np.asarray(prior_kl_per_dim(schedule, int(traj[-1]), x0_sq / dim))
+    config = {**_run_config(seed, clamp_x0, data_range, cdf, bin_width, first_index, backend, dev, dtype),
+              "clip": bool(clip), "cov_upper": upper}
+    return VariationalBound(
+        trajectory=traj, method=method, eta=rv.eta, dim=dim, prior_nats=_readonly(prior), terms_nats=_readonly(terms),
+        variances=rv, decoder_var=float(dec_var[traj[1]]), config=config,
+    )
+
+
 def variational_bounds(eps_model, schedule: Schedule, trajectory, methods, x0, *, gamma=None, eta: float = 0.0,
                        data_range=(-1.0, 1.0), clip: bool = True, clamp_x0: bool = True, seed: int = 0,
                        batch_size: int = 128, decoder_var=None, cdf: str = "exact", bin_width: float = BIN_WIDTH,
@@ -749,7 +865,8 @@ def variational_bounds(eps_model, schedule: Schedule, trajectory, methods, x0, *
     ``gamma`` serves the analytic methods (and, as a GammaEstimate, supplies R to the residual methods unless
     ``residual`` is given), and ``eta`` every method (so mix DDPM-family methods with η = 0 only;
     for other mixes use :func:`collect_bound_statistics` and ``stats.bound(...)``). Every method is validated before
-    the first network call.
+    the first network call. The scalar methods share one pass; each per-dimension covariance method
+    ('sn-ddpm', 'npr-ddpm', ...; ``eps_model`` with that head) takes a pass of its own.
     """
     if isinstance(methods, str):
         methods = [methods]
@@ -765,14 +882,26 @@ def variational_bounds(eps_model, schedule: Schedule, trajectory, methods, x0, *
         return {"gamma": gamma}
 
     for m in methods:
-        choice("method", m, ALL_METHODS)
-        rv = reverse_variances(schedule, traj, m, eta=eta, data_range=data_range, clip=clip, **stat_kw(m))
+        choice("method", m, ALL_METHODS + COVARIANCE_METHODS)
+        if m in COVARIANCE_METHODS:
+            check_headed_model(eps_model, m)
+            rv = reverse_variances(schedule, traj, base_method(m), eta=eta, data_range=data_range, clip=clip)
+        else:
+            rv = reverse_variances(schedule, traj, m, eta=eta, data_range=data_range, clip=clip, **stat_kw(m))
         _check_defined(rv, m)
     x, backend, dev, dtype = _check_x0(x0, data_range, device)
     dec_var = _check_decoder_var(decoder_var, schedule, [int(traj[1])])
-    stats = _collect(eps_model, schedule, traj, x, backend, dev, dtype, data_range, clamp_x0, seed, batch_size,
-                     dec_var, cdf, bin_width, first_index, progress)
-    return {m: stats.bound(m, eta=eta, clip=clip, **stat_kw(m)) for m in methods}
+    out = {}
+    scalar = [m for m in methods if m not in COVARIANCE_METHODS]
+    if scalar:
+        stats = _collect(eps_model, schedule, traj, x, backend, dev, dtype, data_range, clamp_x0, seed, batch_size,
+                         dec_var, cdf, bin_width, first_index, progress)
+        out.update({m: stats.bound(m, eta=eta, clip=clip, **stat_kw(m)) for m in scalar})
+    for m in methods:
+        if m in COVARIANCE_METHODS:
+            out[m] = _diagonal_bound(eps_model, schedule, traj, m, x, backend, dev, dtype, data_range, clamp_x0, seed,
+                                     batch_size, dec_var, cdf, bin_width, first_index, progress, eta, clip)
+    return {m: out[m] for m in methods}
 
 
 def variational_bound(eps_model, schedule: Schedule, trajectory, method: str, x0, *, gamma=None, eta: float = 0.0,
@@ -787,7 +916,10 @@ def variational_bound(eps_model, schedule: Schedule, trajectory, method: str, x0
       tensor or ``device`` given; the model gets x_t in float32 when the data are float32, else float64, on the data's
       device or ``device``). Runs under ``torch.no_grad()``. K model calls per image.
     * ``method``: 'ddpm-large', 'ddpm-small', 'analytic-ddpm' (needs ``gamma``), 'residual-ddpm' (needs ``residual``
-      R = E‖ε − ε̂‖²/d, or a GammaEstimate as ``gamma``), or the DDIM family with ``eta`` > 0
+      R = E‖ε − ε̂‖²/d, or a GammaEstimate as ``gamma``), 'sn-ddpm' / 'npr-ddpm' (per-dimension σ²_i(x_t) from the
+      model's second head, :mod:`analytic_dpm.covariance`; each KL term summed over dimensions, Cov_x0 clipped to
+      [0, r²] when ``clip``; ``variances`` of the result then holds the λ² of the shared mean), or the DDIM family
+      with ``eta`` > 0
       (the bound of the generalised forward process with λ² = η²β̃); DDIM with η = 0 has λ² = 0 and an undefined
       bound: ValueError. σ² = reverse_variances(schedule, trajectory, method, gamma, eta, data_range, ``clip``):
       Theorem 2's clip for analytic variances, never the sampling-only pixel clip.
@@ -803,7 +935,7 @@ def variational_bound(eps_model, schedule: Schedule, trajectory, method: str, x0
 
     Returns a :class:`VariationalBound` (``.bits_per_dim``, ``.total_nats``, ``.breakdown()``, ...).
     """
-    choice("method", method, ALL_METHODS)
+    choice("method", method, ALL_METHODS + COVARIANCE_METHODS)
     return variational_bounds(eps_model, schedule, trajectory, [method], x0, gamma=gamma, eta=eta,
                               data_range=data_range, clip=clip, clamp_x0=clamp_x0, seed=seed, batch_size=batch_size,
                               decoder_var=decoder_var, cdf=cdf, bin_width=bin_width, first_index=first_index,
@@ -871,6 +1003,11 @@ class BaselineCostMatrix:
         """The same Monte Carlo statistics priced with another method's σ² (no network calls); ``residual`` (or a
         GammaEstimate as ``gamma``) for the residual methods."""
         st = self._stats
+        if st.get("diagonal"):
+            raise ValueError(
+                f"with_method needs the scalar statistics of a scalar method's cost matrix; this one ({self.method!r}) "
+                "holds per-dimension KL sums only. Build baseline_cost_matrix(..., method=...) for the other method."
+            )
         return _assemble(st["schedule"], method, gamma, eta, clip, st["data_range"], self.timesteps, st, self.dim,
                          self.num_images, self.decoder_var, self.config,
                          dict(one_minus_gamma=one_minus_gamma, residual=residual))
@@ -964,12 +1101,29 @@ def baseline_cost_matrix(eps_model, schedule: Schedule, x0, method: str = "ddpm-
     The noise is the one :func:`variational_bound` draws (fixed by seed, t and image), so for any trajectory on the
     grid ``result.path_nats(trajectory)`` equals ``variational_bound(...).nats`` up to rounding. ``with_method``
     reprices the same statistics for another method. Other arguments as in :func:`variational_bound`.
+
+    Per-dimension covariance methods ('sn-ddpm', 'npr-ddpm', or the DDIM family with η > 0; ``eps_model`` carrying
+    that head): σ²_i(x_t) depends on the image, so F[s, t] is the mean over images of the per-dimension KL summed
+    over dimensions, computed on the device for every s < t of the grid from the one head call at t (|grid|²/2 × M
+    element-wise passes: use a grid of ~100 timesteps, not all N); ``with_method`` is then unavailable, and
+    ``sigma_sq`` holds λ² only.
     """
-    choice("method", method, ALL_METHODS)
+    choice("method", method, ALL_METHODS + COVARIANCE_METHODS)
     seed, batch_size, first_index, bin_width, clamp_x0, data_range = _check_common(
         eps_model, schedule, seed, batch_size, first_index, progress, cdf, bin_width, clamp_x0, data_range)
     N = schedule.N
     grid = _check_grid(timesteps, N)
+    if method in COVARIANCE_METHODS:
+        check_headed_model(eps_model, method)
+        _check_defined(reverse_variances(schedule, np.concatenate([[0], grid]), base_method(method), eta=eta,
+                                         data_range=data_range, clip=clip), method)
+        for nm, v in (("gamma", gamma),):
+            if v is not None:
+                raise ValueError(f"{nm} does not apply to method {method!r}: its σ² comes from the model's head.")
+        x, backend, dev, dtype = _check_x0(x0, data_range, device)
+        dec_var = _check_decoder_var(decoder_var, schedule, grid)
+        return _diagonal_cost_matrix(eps_model, schedule, method, grid, x, backend, dev, dtype, data_range, clamp_x0,
+                                     seed, batch_size, dec_var, cdf, bin_width, first_index, progress, eta, clip)
     # validate the method before any network call
     _check_defined(reverse_variances(schedule, np.concatenate([[0], grid]), method, gamma=gamma, eta=eta,
                                      data_range=data_range, clip=clip), method)
@@ -1013,6 +1167,63 @@ def baseline_cost_matrix(eps_model, schedule: Schedule, x0, method: str = "ddpm-
               "backend": backend, "device": None if dev is None else str(dev),
               "dtype": "float64" if dtype is None else str(dtype).replace("torch.", "")}
     return _assemble(schedule, method, gamma, eta, clip, data_range, grid, stats, dim, M, _readonly(dv), config)
+
+
+def _diagonal_cost_matrix(eps_model, schedule, method, grid, x, backend, dev, dtype, data_range, clamp_x0, seed,
+                          batch_size, dec_var, cdf, bin_width, first_index, progress, eta, clip) -> BaselineCostMatrix:
+    N = schedule.N
+    M = int(x.shape[0])
+    dim = int(math.prod(int(v) for v in x.shape[1:]))
+    eta = float(eta)
+    upper = _cov_upper(data_range, clip)
+    specs = [_diag_spec(schedule, method, grid[grid < t], int(t), eta, upper) for t in grid]
+    sums = [np.zeros(sp.s.size) for sp in specs]
+    sqs = [np.zeros(sp.s.size) for sp in specs]
+    d1, d2, rec = np.zeros(grid.size), np.zeros(grid.size), np.zeros(grid.size)
+    x0_sq_sum = [0.0]
+    seen = set()
+
+    def on_result(lo, hi, i, t, out, sq):
+        if lo not in seen:
+            seen.add(lo)
+            x0_sq_sum[0] += float(sq.sum())
+        d1[i] += out["dec"].sum()
+        d2[i] += (out["dec"] ** 2).sum()
+        rec[i] += out["r00"].sum()
+        if "dkl" in out:
+            sums[i] += out["dkl"].sum(0)
+            sqs[i] += (out["dkl"] ** 2).sum(0)
+
+    plan = [(int(t), True, True, sp) for t, sp in zip(grid, specs)]
+    _run(eps_model, schedule, x, backend, dev, dtype, data_range if clamp_x0 else None, seed, first_index, dec_var,
+         bin_width, cdf, batch_size, plan, progress, f"cost matrix {method}", on_result)
+    Mf = float(M)
+    corr = Mf / (Mf - 1.0) if M > 1 else math.nan
+    F = np.full((N + 1, N + 1), np.inf)
+    F_se = np.full((N + 1, N + 1), np.nan)
+    sig = np.full((N + 1, N + 1), np.nan)
+    F[0, grid] = d1 / Mf
+    F_se[0, grid] = np.sqrt(np.maximum(d2 / Mf - (d1 / Mf) ** 2, 0.0) * corr / Mf)
+    for i, (t, sp) in enumerate(zip(grid.tolist(), specs)):
+        if sp.s.size:
+            mean = sums[i] / Mf
+            F[sp.s, t] = mean
+            F_se[sp.s, t] = np.sqrt(np.maximum(sqs[i] / Mf - mean ** 2, 0.0) * corr / Mf)
+            sig[sp.s, t] = sp.lam2
+    rec_full = np.full(N + 1, np.nan)
+    rec_full[grid] = rec / Mf
+    dv = np.full(N + 1, np.nan)
+    dv[grid] = dec_var[grid]
+    x0_sq_mean = x0_sq_sum[0] / Mf
+    prior = dim * float(prior_kl_per_dim(schedule, N, x0_sq_mean / dim))
+    config = {**_run_config(seed, clamp_x0, data_range, cdf, bin_width, first_index, backend, dev, dtype),
+              "clip": bool(clip), "cov_upper": upper}
+    stats = {"schedule": schedule, "data_range": data_range, "x0_sq_mean": x0_sq_mean, "diagonal": True}
+    return BaselineCostMatrix(
+        F=_readonly(F), F_stderr=_readonly(F_se), prior_nats=prior, method=method, eta=eta,
+        timesteps=_readonly(grid.copy()), dim=dim, num_images=M, rec=_readonly(rec_full), decoder_var=_readonly(dv),
+        sigma_sq=_readonly(sig), config=config, _stats=stats,
+    )
 
 
 __all__ = [

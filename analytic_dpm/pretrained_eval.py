@@ -35,12 +35,15 @@ DDPM_FAMILY = ("ddpm-small", "ddpm-large", "analytic-ddpm", "residual-ddpm")
 #: The paper's sampling-only clip of σ² on the step into τ_1 (P App. F.2, facts §3.4): y per method, None for no
 #: clip; as in the official run scripts, applied to σ² = β and the analytic methods, not to σ² = β̃ and DDIM.
 CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.0, "ddpm-small": None, "ddim": None,
-                    "residual-ddpm": 1.0, "residual-ddim": 1.0}
+                    "residual-ddpm": 1.0, "residual-ddim": 1.0,
+                    # the extended paper's code keeps the clip for its per-dimension variances (facts §6.2)
+                    "sn-ddpm": 1.0, "sn-ddim": 1.0, "npr-ddpm": 1.0, "npr-ddim": 1.0}
 
 
 def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_samples: int, shape, stats_of,
                     reference, samples_dir, seed: int, batch_size: int, device=None, progress: bool | None = False,
-                    clip_sigma_pixel: dict | None = None, on_result=None, trajectory_rounding: str = "exact") -> dict:
+                    clip_sigma_pixel: dict | None = None, on_result=None, trajectory_rounding: str = "exact",
+                    head_models: dict | None = None) -> dict:
     """Table 2's protocol: for each method and K, ``num_samples`` samples on the even trajectory (x̂_0 clamped, σ₂
     clipped per :data:`CLIP_SIGMA_PIXEL` updated by ``clip_sigma_pixel``, per-sample seeds), written to and resumed
     from ``samples_dir/<method>_K<K>.npy``, scored by ``frechet_distance(reference, stats_of(x))``.
@@ -49,9 +52,16 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
     take its ``residual``). ``stats_of(x) -> FeatureStatistics`` extracts the features; ``reference`` is a FeatureStatistics or a (μ, Σ)
     pair. ``on_result(method, K, x, distance)`` is called after each score, with the float32 samples.
     ``trajectory_rounding``: the even trajectory's rounding (:func:`~analytic_dpm.trajectories.even_trajectory`;
-    'official' reproduces the official code at every K). Returns {method: {K: distance}}.
+    'official' reproduces the official code at every K). ``head_models``: {'sn': model, 'npr': model}, the headed
+    models (:mod:`analytic_dpm.covariance`) that sample the per-dimension methods ('sn-ddpm', 'npr-ddim', ...).
+    Returns {method: {K: distance}}.
     """
+    from .covariance import COVARIANCE_METHODS, head_kind_of
     from .metrics import frechet_distance
+
+    for m in methods:
+        if m in COVARIANCE_METHODS and head_kind_of(m) not in (head_models or {}):
+            raise ValueError(f"method {m!r} needs head_models={{{head_kind_of(m)!r}: model}}, a model with that head.")
 
     clip = {**CLIP_SIGMA_PIXEL, **(clip_sigma_pixel or {})}
     fd = {}
@@ -59,7 +69,8 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
         fd[m] = {}
         for K in Ks:
             traj = even_trajectory(schedule.N, K, rounding=trajectory_rounding)
-            x = sample(eps_model, schedule, traj, m, num_samples=num_samples, shape=shape,
+            model = head_models[head_kind_of(m)] if m in COVARIANCE_METHODS else eps_model
+            x = sample(model, schedule, traj, m, num_samples=num_samples, shape=shape,
                        gamma=gamma if m.startswith(("analytic", "residual")) else None, clip_x0=True,
                        clip_sigma_pixel=clip[m],
                        seed=seed, batch_size=batch_size, backend="torch", device=device, progress=progress,

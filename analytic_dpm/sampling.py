@@ -33,9 +33,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._validate import as_float, as_int, choice, check_data_range
+from .covariance import (COVARIANCE_METHODS, base_method, check_headed_model, clip_cov, cov_scale, cov_x0,
+                         head_kind_of)
 from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
-from .variance import ReverseVariances, pixel_clip_threshold, reverse_variances
+from .variance import ALL_METHODS, ReverseVariances, pixel_clip_threshold, reverse_variances
 
 #: Samples per random stream: sample i uses stream ⌊i / NOISE_CHUNK⌋, row i mod NOISE_CHUNK. Changing it changes
 #: every sample, so it is a fixed constant of the format.
@@ -83,6 +85,12 @@ class CoefficientTable:
     ddim_eps: str = "raw"
     eps_from_xt: np.ndarray | None = None  #: 1/√β̄_t (for 'consistent')
     eps_from_x0: np.ndarray | None = None  #: −√(ᾱ_t/β̄_t) (for 'consistent')
+    #: per-dimension covariance methods (:data:`~analytic_dpm.covariance.COVARIANCE_METHODS`): 'sn' or 'npr', the
+    #: head the model must carry; None for the scalar methods. For these ``sigma_sq`` holds λ² only: each step adds
+    #: ``cov_scale``·clip(Cov_x0(x_t), 0, ``cov_upper``) per dimension from the head's output.
+    head_kind: str | None = None
+    cov_scale: np.ndarray | None = None  #: c²_{s|t} = g²ᾱ_t/β̄_t (0 at s = 0), the factor of Cov_x0 in σ²
+    cov_upper: float | None = None  #: upper clip of Cov_x0, r² of the data range when ``clip`` (None: open)
 
     @property
     def K(self) -> int:
@@ -100,7 +108,16 @@ class CoefficientTable:
             h.update(np.ascontiguousarray(getattr(self, name)).tobytes())
         if self.ddim_eps != "raw" and self.family == "ddim":  # 'raw' keeps the fingerprints of earlier versions
             h.update(f"ddim_eps={self.ddim_eps}".encode())
+        if self.head_kind is not None:  # scalar methods keep the fingerprints of earlier versions
+            h.update(f"head={self.head_kind};upper={self.cov_upper}".encode())
+            h.update(np.ascontiguousarray(self.cov_scale).tobytes())
+            h.update(np.float64(-1.0 if self.sigma_sq_clip_threshold is None else
+                                self.sigma_sq_clip_threshold).tobytes())
         return h.hexdigest()
+
+    def needs_noise(self, i: int) -> bool:
+        """Whether transition index i = k − 1 adds noise (σ² > 0 somewhere)."""
+        return bool(self.noise_scale[i] > 0.0 or (self.cov_scale is not None and self.cov_scale[i] > 0.0))
 
 
 def _check_data_range(data_range):
@@ -143,8 +160,23 @@ def coefficient_table(
             f"ddim_eps must be 'raw' (the official code: the network's ε̂ in the DDIM mean) or 'consistent' (ε̂ "
             f"re-derived from the clamped x̂_0, as diffusers does); got {ddim_eps!r}."
         )
-    var = reverse_variances(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
-                            one_minus_gamma=one_minus_gamma, residual=residual)
+    if method in COVARIANCE_METHODS:
+        head_kind = head_kind_of(method)
+        for nm, v in (("gamma", gamma), ("one_minus_gamma", one_minus_gamma), ("residual", residual)):
+            if v is not None:
+                raise ValueError(
+                    f"{nm} does not apply to method {method!r}: its σ² comes from the model's {head_kind!r} head at "
+                    f"each x_t, not from a per-timestep statistic. Drop {nm}=, or pick a scalar method "
+                    "('analytic-ddpm', 'residual-ddpm', ...)."
+                )
+        var = reverse_variances(schedule, trajectory, base_method(method), eta=eta, data_range=data_range, clip=clip)
+    elif method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in ALL_METHODS + COVARIANCE_METHODS)}; "
+                         f"got {method!r}.")
+    else:
+        head_kind = None
+        var = reverse_variances(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
+                                one_minus_gamma=one_minus_gamma, residual=residual)
     data_range = _check_data_range(data_range)
     if not isinstance(clip, (bool, np.bool_)):
         raise TypeError(f"clip must be True or False; got {clip!r}.")
@@ -173,6 +205,13 @@ def coefficient_table(
     assert s[0] == 0
     coef_x0[0], coef_xt[0], coef_eps[0], sigma_sq[0] = 1.0, 0.0, 0.0, 0.0
 
+    extra = {}
+    if head_kind is not None:
+        c2 = np.array(cov_scale(schedule, s, t, family, eta), dtype=np.float64)
+        c2[0] = 0.0  # the last step outputs its mean
+        c2.setflags(write=False)
+        r = None if data_range is None else (data_range[1] - data_range[0]) / 2.0
+        extra = dict(head_kind=head_kind, cov_scale=c2, cov_upper=(r * r if clip and r is not None else None))
     arrays = dict(
         coef_x0=coef_x0, coef_xt=coef_xt, coef_eps=coef_eps, noise_scale=np.sqrt(sigma_sq), sigma_sq=sigma_sq,
         x0_from_xt=np.exp(-0.5 * schedule.log_alpha_bar[t]),
@@ -185,7 +224,7 @@ def coefficient_table(
     return CoefficientTable(
         schedule=schedule, trajectory=var.trajectory, method=method, family=family, eta=eta, data_range=data_range,
         s=s, t=t, variances=var, sigma_sq_clip_threshold=threshold, sigma_sq_clipped=clipped, ddim_eps=ddim_eps,
-        **arrays,
+        **arrays, **extra,
     )
 
 
@@ -205,8 +244,31 @@ def _predict_x0(tab: CoefficientTable, i: int, x_t, eps_hat, clamp):
     return x0 if clamp is None else _clamp(x0, *clamp)
 
 
-def _step_with_x0(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
-    """(x̂_0, x_s) for transition index i = k − 1 (no checks; the loop calls this, once per step)."""
+def _diagonal_noise_scale(tab: CoefficientTable, i: int, eps_hat, head, counts=None):
+    """√σ²_i(x_t) per dimension for a covariance method: λ² + c²·clip(Cov_x0(x_t), 0, r²), with the pixel clip on
+    (τ_1, τ_2) elementwise. ``counts`` (a dict) accumulates the numbers of clipped elements."""
+    t = int(tab.t[i])
+    cov, n_low, n_high = clip_cov(cov_x0(tab.head_kind, tab.schedule, t, eps_hat, head), tab.cov_upper)
+    var = float(tab.sigma_sq[i]) + float(tab.cov_scale[i]) * cov
+    n_pix = 0
+    thr = tab.sigma_sq_clip_threshold
+    if thr is not None and i == 1:
+        if isinstance(var, np.ndarray):
+            n_pix = int(np.count_nonzero(var > thr))
+            var = np.minimum(var, thr)
+        else:
+            n_pix = int((var > thr).sum())
+            var = var.clamp(max=thr)
+    if counts is not None:
+        for key, v in (("cov_low", n_low), ("cov_high", n_high), ("pixel", n_pix)):
+            counts[key][i] += v
+        counts["elements"][i] += int(np.prod(tuple(eps_hat.shape)))
+    return np.sqrt(var) if isinstance(var, np.ndarray) else var.sqrt()
+
+
+def _step_with_x0(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp, head=None, counts=None):
+    """(x̂_0, x_s) for transition index i = k − 1 (no checks; the loop calls this, once per step). ``head``: the
+    second head's output at x_t, for the covariance methods."""
     x0 = _predict_x0(tab, i, x_t, eps_hat, clamp)
     a, b, e, c = (float(v[i]) for v in (tab.coef_x0, tab.coef_xt, tab.coef_eps, tab.noise_scale))
     out = x0 if a == 1.0 else a * x0
@@ -216,6 +278,15 @@ def _step_with_x0(tab: CoefficientTable, i: int, x_t, eps_hat, noise, clamp):
         if clamp is not None and tab.ddim_eps == "consistent":  # ε̃ from the clamped x̂_0 (diffusers' DDIM)
             eps_hat = float(tab.eps_from_xt[i]) * x_t + float(tab.eps_from_x0[i]) * x0
         out = out + e * eps_hat
+    if tab.head_kind is not None:
+        if noise is not None and tab.cov_scale[i] > 0.0:
+            if head is None:
+                raise ValueError(f"method {tab.method!r} needs the model's {tab.head_kind!r} head output at each step: "
+                                 "pass head= (from model.eps_and_head(x, n)).")
+            out = out + _diagonal_noise_scale(tab, i, eps_hat, head, counts) * noise
+        elif c != 0.0 and noise is not None:
+            out = out + c * noise
+        return x0, out
     if c != 0.0 and noise is not None:
         out = out + c * noise
     return x0, out
@@ -254,17 +325,19 @@ def predict_x0(table: CoefficientTable, k: int, x_t, eps_hat, clip_x0=None):
     return _predict_x0(table, k - 1, x_t, eps_hat, x0_clamp_range(clip_x0, table.data_range))
 
 
-def reverse_step(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None):
+def reverse_step(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None, head=None):
     """One reverse transition from x_{τ_k} to x_{τ_{k−1}} (k = 1..K): μ(x_t, ε̂) + √σ² · noise.
 
     μ is the DDPM posterior mean μ̃_{s|t}(x_t, x̂_0) or the DDIM mean √ᾱ_s x̂_0 + √(β̄_s − λ²) ε̂; ``noise=None``
     returns the mean. Works on numpy arrays and torch tensors alike; this is the exact step :func:`sample` runs.
+    For a covariance method (``table.head_kind`` set) ``head`` is the model's second head at x_t and σ² is per
+    dimension (:mod:`analytic_dpm.covariance`).
     """
     k = _check_k(table, k)
-    return _step_with_x0(table, k - 1, x_t, eps_hat, noise, x0_clamp_range(clip_x0, table.data_range))[1]
+    return _step_with_x0(table, k - 1, x_t, eps_hat, noise, x0_clamp_range(clip_x0, table.data_range), head)[1]
 
 
-def reverse_step_with_x0(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None):
+def reverse_step_with_x0(table: CoefficientTable, k: int, x_t, eps_hat, noise=None, clip_x0=None, head=None):
     """:func:`reverse_step` that also returns the x̂_0 it used: ``(x̂_0, x_s)`` for the transition τ_k → τ_{k−1}.
 
     x̂_0 = (x_t − √β̄_t ε̂)/√ᾱ_t at t = τ_k (clamped to ``table.data_range`` when ``clip_x0``), computed once and
@@ -272,7 +345,7 @@ def reverse_step_with_x0(table: CoefficientTable, k: int, x_t, eps_hat, noise=No
     On the last transition (s = 0) x_s is x̂_0 itself (the same array object).
     """
     k = _check_k(table, k)
-    return _step_with_x0(table, k - 1, x_t, eps_hat, noise, x0_clamp_range(clip_x0, table.data_range))
+    return _step_with_x0(table, k - 1, x_t, eps_hat, noise, x0_clamp_range(clip_x0, table.data_range), head)
 
 
 # ======================================================================================== noise streams
@@ -399,26 +472,27 @@ def _torch_setup(device, dtype):
     return torch, device, dtype
 
 
-def _check_eps_output(eps, x, backend: str, t: int):
+def _check_eps_output(eps, x, backend: str, t: int, what: str = "ε̂"):
+    call = f"eps_model(x, {t})" if what == "ε̂" else f"eps_model.eps_and_head(x, {t})"
     if backend == "numpy":
         if not isinstance(eps, np.ndarray):
-            raise TypeError(f"eps_model(x, {t}) must return a numpy array for backend='numpy' (the same type as x); "
+            raise TypeError(f"{call} must return a numpy array for backend='numpy' (the same type as x) as {what}; "
                             f"got {type(eps).__name__}.")
     else:
         if not _is_torch(eps) or not hasattr(eps, "device"):
-            raise TypeError(f"eps_model(x, {t}) must return a torch.Tensor for backend='torch' (the same type as x); "
+            raise TypeError(f"{call} must return a torch.Tensor for backend='torch' (the same type as x) as {what}; "
                             f"got {type(eps).__name__}.")
         if eps.device != x.device:
-            raise ValueError(f"eps_model(x, {t}) returned a tensor on {eps.device}, but x is on {x.device}; "
-                             "return ε̂ on the same device as x.")
+            raise ValueError(f"{call} returned {what} on {eps.device}, but x is on {x.device}; "
+                             "return it on the same device as x.")
     if tuple(eps.shape) != tuple(x.shape):
         raise ValueError(
-            f"eps_model(x, {t}) must return ε̂ with the shape of x, {tuple(x.shape)}; got {tuple(eps.shape)}. "
+            f"{call} must return {what} with the shape of x, {tuple(x.shape)}; got {tuple(eps.shape)}. "
             "A model that also outputs variances (2C channels) needs an adapter that returns only ε̂."
         )
     finite = bool(np.isfinite(eps).all()) if backend == "numpy" else bool(eps.isfinite().all())
     if not finite:
-        raise ValueError(f"eps_model(x, {t}) returned non-finite values on its first call; check the model and x.")
+        raise ValueError(f"{call} returned non-finite values ({what}) on its first call; check the model and x.")
 
 
 # ======================================================================================== resumable output file
@@ -528,6 +602,7 @@ def sample(
     residual=None,
     ddim_eps: str = "raw",
     noise: str = "host",
+    cov_report: dict | None = None,
 ):
     """Draw ``num_samples`` samples of ``shape`` by ancestral sampling along ``trajectory`` (P §4, mean of eq. 6 with
     σ² from Theorem 1 or a baseline): x_{τ_K} ~ N(0, I), then x_s = μ(x_t, ε̂_t(x_t)) + √σ²_{s|t} z for k = K..1.
@@ -555,6 +630,13 @@ def sample(
       with the same arguments skips finished samples and returns the same array bit for bit; other arguments raise
       ValueError. The model is not fingerprinted: resuming with another model is the caller's mistake.
     * ``progress``: a tqdm bar over steps × batches; None shows it only on a terminal.
+    * Per-dimension covariance (``method`` in :data:`~analytic_dpm.covariance.COVARIANCE_METHODS`: 'sn-ddpm',
+      'sn-ddim', 'npr-ddpm', 'npr-ddim'): ``eps_model`` must carry the matching second head
+      (``eps_model.eps_and_head(x, n) -> (ε̂, head)``, e.g. :class:`~analytic_dpm.models.heads.HeadedNet` wrapped by
+      TorchEpsModel); σ²_i(x_t) = λ² + c²·clip(Cov_x0,i(x_t), 0, r²) per dimension (r² only when ``clip``), and the
+      pixel clip applies elementwise. ``cov_report``: pass a dict to receive, per transition, the fractions of
+      elements whose Cov_x0 was clipped below 0 ('cov_low_fraction') and above r² ('cov_high_fraction') and whose σ²
+      the pixel clip lowered ('pixel_fraction'), as arrays of shape (K,) (entry k−1 for (τ_{k−1}, τ_k)).
 
     Returns an array of shape (num_samples, *shape): numpy float64, or for ``backend='torch'`` a CPU tensor of
     ``dtype`` (finished batches leave the device). With ``return_trajectory=True`` returns (samples, states) where
@@ -563,6 +645,10 @@ def sample(
     # ---------------------------------------------------------------- validate everything once
     if not callable(eps_model):
         raise TypeError(f"eps_model must be callable as eps_model(x, n) -> eps_hat; got {type(eps_model).__name__}.")
+    if method in COVARIANCE_METHODS:
+        check_headed_model(eps_model, method)
+    if cov_report is not None and not isinstance(cov_report, dict):
+        raise TypeError(f"cov_report must be a dict to fill (or None); got {type(cov_report).__name__}.")
     table = coefficient_table(schedule, trajectory, method, gamma=gamma, eta=eta, data_range=data_range, clip=clip,
                               clip_sigma_pixel=clip_sigma_pixel, one_minus_gamma=one_minus_gamma, residual=residual,
                               ddim_eps=ddim_eps)
@@ -650,6 +736,9 @@ def sample(
 
     # ---------------------------------------------------------------- the loop
     checked = False
+    headed = table.head_kind is not None
+    counts = {key: np.zeros(K, dtype=np.int64) for key in ("cov_low", "cov_high", "pixel", "elements")} if headed \
+        else None
     bar = tqdm(total=len(todo) * K, disable=(None if progress is None else not progress), unit="step",
                desc=f"sampling {method}")
     grad_off = torch.no_grad() if torch is not None else _nullcontext()
@@ -664,15 +753,20 @@ def sample(
                 if states is not None:
                     states[K, lo:hi] = to_numpy(x)
                 for i in range(K - 1, -1, -1):
-                    eps = eps_model(x, timesteps[i])
+                    if headed:
+                        eps, head = eps_model.eps_and_head(x, timesteps[i])
+                    else:
+                        eps, head = eps_model(x, timesteps[i]), None
                     if not checked:
                         _check_eps_output(eps, x, backend, timesteps[i])
+                        if headed:
+                            _check_eps_output(head, x, backend, timesteps[i], what="the head output")
                         checked = True
-                    if table.noise_scale[i] > 0.0:
+                    if table.needs_noise(i):
                         z = stream.draw() if on_device else to_backend(stream.draw(), copy=False)
                     else:
                         z = None
-                    _, x = _step_with_x0(table, i, x, eps, z, clamp)
+                    _, x = _step_with_x0(table, i, x, eps, z, clamp, head, counts)
                     if states is not None:
                         states[i, lo:hi] = to_numpy(x)
                     bar.update(1)
@@ -685,6 +779,10 @@ def sample(
         bar.close()
     if store is not None:
         samples = store.result()
+    if cov_report is not None and counts is not None:
+        el = np.maximum(counts["elements"], 1)
+        cov_report.update({f"{key}_fraction": counts[key] / el for key in ("cov_low", "cov_high", "pixel")})
+        cov_report.update({"method": method, "trajectory": table.trajectory.copy(), "elements": counts["elements"]})
     if backend == "torch":
         samples = torch.from_numpy(samples)
         if states is not None:

@@ -38,6 +38,31 @@ def _prefix_sum_double_double(x: np.ndarray):
     return hi, lo
 
 
+def _check_vpsde_rates(beta_min, beta_max) -> tuple[float, float]:
+    """(β_min, β_max) of a linear VP SDE as floats with 0 <= β_min <= β_max and β_max > 0."""
+    bmin = as_float("beta_min", beta_min, fix="Song et al.'s VP SDE uses beta_min = 0.1.")
+    bmax = as_float("beta_max", beta_max, fix="Song et al.'s VP SDE uses beta_max = 20.")
+    if bmin < 0.0 or bmax < bmin or bmax <= 0.0:
+        raise ValueError(
+            f"the VP SDE rate β(τ) = β_min + τ(β_max − β_min) needs 0 <= beta_min <= beta_max and beta_max > 0; got "
+            f"beta_min = {bmin:.6g}, beta_max = {bmax:.6g}. Song et al. use beta_min = 0.1, beta_max = 20."
+        )
+    return bmin, bmax
+
+
+def _vpsde_betas(N: int, beta_min: float, beta_max: float, return_integrals: bool = False):
+    """β_1..β_N of the VP SDE at t_n = n/N: 1 − exp(−∫_{(n−1)/N}^{n/N} β) with ∫ = (2Nβ_min + Δβ(2n − 1))/(2N²)."""
+    n = np.arange(1, N + 1, dtype=np.float64)
+    integral = (2.0 * N * beta_min + (beta_max - beta_min) * (2.0 * n - 1.0)) / (2.0 * float(N) * float(N))
+    beta = -np.expm1(-integral)
+    if np.any(beta >= 1.0) or np.any(beta <= 0.0):
+        raise ValueError(
+            f"the VP SDE with beta_min = {beta_min:.6g}, beta_max = {beta_max:.6g} at N = {N} gives β_n outside (0, 1) "
+            "in float64 (a step integral of β above ~37 or equal to 0). Use a larger N or smaller rates."
+        )
+    return (beta, integral) if return_integrals else beta
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
@@ -48,7 +73,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 class Schedule:
     """A forward noise schedule with arrays indexed n = 0..N (β_0 = 0, ᾱ_0 = 1).
 
-    Build one with :meth:`linear`, :meth:`cosine`, :meth:`from_betas` or :meth:`from_alpha_bar`.
+    Build one with :meth:`linear`, :meth:`cosine`, :meth:`vpsde`, :meth:`from_betas` or :meth:`from_alpha_bar`.
     """
 
     log_alpha_bar: np.ndarray
@@ -152,6 +177,19 @@ class Schedule:
         # 1 − ᾱ(n/N)/ᾱ((n−1)/N) = −expm1(log f_n − log f_{n−1}), accurate for tiny β at small n
         beta = np.minimum(-np.expm1(np.diff(log_f)), max_beta)
         return cls.from_betas(beta, name=f"cosine(N={N})")
+
+    @classmethod
+    def vpsde(cls, N: int = 1000, beta_min: float = 0.1, beta_max: float = 20.0) -> "Schedule":
+        """The extended paper's ``vpsde_1000`` (facts §6.3): Song et al.'s VP SDE, β(τ) = β_min + τ(β_max − β_min) on
+        τ ∈ [0, 1], discretized at t_n = n/N with β_n = 1 − exp(−∫_{t_{n−1}}^{t_n} β(τ)dτ), so ᾱ_n = ᾱ(n/N) exactly.
+
+        The integral is evaluated as (2Nβ_min + (β_max − β_min)(2n − 1))/(2N²) (exact midpoint rule for a linear
+        rate, no cancellation) and β_n = −expm1(−∫). Timestep n means real time n/N; a continuous-time network
+        receives t_n·999 (:class:`analytic_dpm.continuous.ContinuousTimeEpsModel`).
+        """
+        N = as_int("N", N, minimum=1, fix="N is the number of discretization steps, e.g. 1000.")
+        bmin, bmax = _check_vpsde_rates(beta_min, beta_max)
+        return cls.from_betas(_vpsde_betas(N, bmin, bmax), name=f"vpsde(N={N}, beta_min={bmin:g}, beta_max={bmax:g})")
 
     # ------------------------------------------------------------------ properties
     @property

@@ -20,6 +20,10 @@ TARGETS = {
     "fig_et_ot": ("paper.fig_et_ot", "Figure 13 analogue: ET against OT (bound and FD against K, the OT timesteps)"),
     "residual": ("paper.residual", "the network's actual mean: residual variance, direct 1 − Γ̂ and R̂, OT under "
                  "Monte Carlo noise (toy Gaussian, exact)"),
+    "continuous": ("paper.continuous", "continuous time (VP SDE): the cost of interpolating Γ between grid points "
+                   "(App. E.1), exact on the toy Gaussian"),
+    "extended": ("paper.extended", "extended Analytic-DPM: SN-DPM / NPR-DPM heads on the committed image networks, "
+                 "bound and FD against the scalar variances"),
     "images": ("paper.images", "digits image experiment (fast: skipped unless ADPM_PAPER_IMAGES=1)"),
     "images-fashion": ("paper.images_fashion", "Fashion-MNIST image experiment (needs dataset-fashion-mnist)"),
     "cifar10": ("paper.cifar10", "Tables 1-2, CIFAR10 rows, from Bao et al.'s checkpoints (user files, GPU; lists "

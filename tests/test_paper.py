@@ -44,6 +44,8 @@ EXPECTED = {
     "fig_et_ot": ["fig_et_ot.png", "fig_et_ot.pdf", "fig_et_ot.csv", "fig_et_ot.md"],
     "residual": ["residual.csv", "residual.md", "residual_ot.csv", "residual_ot.md", "residual_stderr.png",
                  "residual_stderr.pdf", "residual_stderr.csv"],
+    "continuous": ["continuous.csv", "continuous.md", "continuous.png", "continuous.pdf"],
+    "extended": ["extended.csv", "extended.md", "extended.png", "extended.pdf"],
 }
 
 
@@ -211,3 +213,26 @@ def test_residual_target_claims(fast_out):
     lin = [r for r in ot if r["schedule"] == "linear" and r["K"] == "10"][0]
     assert float(lin["OT from R̂"]) <= 1.01 * float(lin["OT from exact 1 − Γ (true OT)"])
     assert float(lin["OT from Γ̂ (paper)"]) > float(lin["ET"])
+
+
+def test_extended_target_claims(fast_out):
+    """The extended target (fast: digits-ci on the committed digits network) has every row and sane numbers."""
+    rows = _csv(fast_out / "extended.csv")
+    methods = {r["method"] for r in rows if r["quantity"] == "bits_per_dim"}
+    assert {"ET analytic-ddpm", "ET residual-ddpm", "ET sn-ddpm", "ET npr-ddpm", "OT npr-ddpm"} <= methods
+    fd = {r["method"] for r in rows if r["quantity"] == "fd_lenet"}
+    assert {"sn-ddpm", "npr-ddpm", "sn-ddim", "npr-ddim", "analytic-ddim"} <= fd
+    for r in rows:
+        assert np.isfinite(float(r["value"])) and float(r["value"]) > 0
+        if r["quantity"] == "bits_per_dim":
+            assert 0 < float(r["stderr"]) < float(r["value"])
+
+
+def test_continuous_target_claims(fast_out):
+    """Interpolating exact Γ on a finer grid never makes the error larger; the quadratic grid beats the uniform one."""
+    rows = _csv(fast_out / "continuous.csv")
+    for spacing in ("uniform", "quadratic"):
+        err = [float(r["max_abs_err_gamma"]) for r in rows if r["spacing"] == spacing and r["K"] == "10"]
+        assert all(b < a for a, b in zip(err, err[1:]))
+    by = {(r["spacing"], r["grid_size"]): float(r["max_abs_err_gamma"]) for r in rows}
+    assert by[("quadratic", "51")] < by[("uniform", "51")]

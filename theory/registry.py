@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import continuous, forward, imperfect, moments, theorems
+from . import continuous, covariance, forward, imperfect, moments, theorems
 from .core import Identity, Result
 
 #: Switch on once the notebooks exist: then every result must name a notebook file that exists and mentions its id.
@@ -30,6 +30,7 @@ RESULTS: tuple[Result, ...] = (
     theorems.COROLLARY4,
     continuous.CONTINUOUS,
     imperfect.RESIDUAL_VARIANCE,
+    covariance.DIAGONAL_COVARIANCE,
 )
 
 #: The notebook that shows each result (``tests/test_notebooks.py`` runs them); set as each entry's ``notebook=``.
@@ -47,6 +48,7 @@ NOTEBOOKS = {
     "theorem3": "notebooks/05_optimal_trajectory.py",
     "corollary4": "notebooks/05_optimal_trajectory.py",
     "residual-variance": "notebooks/09_residual_variance.py",
+    "diagonal-covariance": "notebooks/10_diagonal_covariance.py",
 }
 RESULTS = tuple(dataclasses.replace(r, notebook=NOTEBOOKS[r.id]) if r.id in NOTEBOOKS else r for r in RESULTS)
 

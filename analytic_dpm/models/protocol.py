@@ -162,6 +162,12 @@ class TorchEpsModel:
     is returned on the input's device in its dtype.
     """
 
+    def __new__(cls, net=None, *args, **kwargs):
+        # A network with a second head (analytic_dpm.models.heads.HeadedNet) gets the headed-model protocol.
+        if cls is TorchEpsModel and getattr(net, "head_kind", None) is not None:
+            cls = TorchHeadedModel
+        return super().__new__(cls)
+
     def __init__(self, net, timestep_map="n", num_timesteps: int | None = None, *, schedule: Schedule | None = None,
                  prediction: str = "eps", learned_sigma: bool = False, batch_size: int | None = None,
                  timestep_dtype=None):
@@ -260,13 +266,12 @@ class TorchEpsModel:
             outs.append(out)
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
 
-    # ------------------------------------------------------------------ protocol
-    def __call__(self, x, n):
-        """ε̂_n(x) for a batch x (numpy or torch) at the int timestep n; same type, shape, dtype and device as x."""
+    def _input(self, x):
+        """x as a tensor on the network's device and dtype (and the numpy array when x is one)."""
         import torch
 
-        n = _check_n(n, self.num_timesteps)
         dev, pdt = self._device_dtype()
+        arr = None
         if _is_torch(x):
             if not x.is_floating_point():
                 raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}.")
@@ -278,19 +283,106 @@ class TorchEpsModel:
             x_in = torch.from_numpy(np.ascontiguousarray(arr)).to(device=dev, dtype=pdt)
         if x_in.ndim < 2:
             raise ValueError(f"x must be a batch of shape (B, C, ...); got shape {tuple(x_in.shape)}.")
+        return x_in, arr
+
+    @staticmethod
+    def _output(out, x, arr):
+        """A network output back in the type, dtype and device of the input x."""
+        if _is_torch(x):
+            return out.to(device=x.device, dtype=x.dtype)
+        return out.detach().cpu().numpy().astype(arr.dtype, copy=False)
+
+    # ------------------------------------------------------------------ protocol
+    def __call__(self, x, n):
+        """ε̂_n(x) for a batch x (numpy or torch) at the int timestep n; same type, shape, dtype and device as x."""
+        import torch
+
+        n = _check_n(n, self.num_timesteps)
+        x_in, arr = self._input(x)
         if getattr(self.net, "training", False):
             self.net.eval()
         with torch.no_grad():
             out = self._run(x_in, n)
-        if _is_torch(x):
-            out = out.to(device=x.device, dtype=x.dtype)
-        else:
-            out = out.detach().cpu().numpy().astype(arr.dtype, copy=False)
-            x = arr
+        out = self._output(out, x, arr)
         if self.prediction != "eps":
-            out = eps_from_prediction(self.schedule, n, x, out, self.prediction)
+            out = eps_from_prediction(self.schedule, n, x if arr is None else arr, out, self.prediction)
         return out
 
     def __repr__(self) -> str:
         return (f"TorchEpsModel({type(self.net).__name__}, timestep_map={self.timestep_map!r}, "
                 f"num_timesteps={self.num_timesteps}, prediction={self.prediction!r})")
+
+
+class TorchHeadedModel(TorchEpsModel):
+    """A network with a second head, ``net(x, t) -> (eps_hat, head)`` (:class:`~analytic_dpm.models.heads.HeadedNet`),
+    as a *headed model* (SN-DPM / NPR-DPM, facts file §6.2):
+
+    * :attr:`head_kind`: ``"sn"`` (head ≈ E[ε² | x_n]) or ``"npr"`` (head ≈ E[(ε − ε̂_n(x_n))² | x_n]);
+    * ``model(x, n) -> eps_hat``: the ordinary ε-model protocol;
+    * ``model.eps_and_head(x, n) -> (eps_hat, head)``, both of the type, shape, dtype and device of x.
+
+    ``TorchEpsModel(headed_net, ...)`` returns one of these. The arguments are those of :class:`TorchEpsModel`
+    (same timestep maps, batching, numpy ↔ torch handling); ``learned_sigma`` must stay False (the HeadedNet already
+    keeps only ε̂'s channels). With ``prediction`` other than ``"eps"`` only ε̂ is converted; the head is in
+    ε-space, as it was trained.
+    """
+
+    def __init__(self, net, timestep_map="n", num_timesteps: int | None = None, **kwargs):
+        kind = getattr(net, "head_kind", None)
+        if kind not in ("sn", "npr"):
+            raise TypeError(f"net must be a network with a second head (head_kind 'sn' or 'npr', e.g. a HeadedNet); "
+                            f"got {type(net).__name__} with head_kind {kind!r}. Plain ε-networks: TorchEpsModel.")
+        if kwargs.get("learned_sigma"):
+            raise ValueError("learned_sigma=True does not apply to a headed network: the HeadedNet drops the "
+                             "variance channels itself (HeadedNet(..., learned_sigma=True)).")
+        super().__init__(net, timestep_map, num_timesteps, **kwargs)
+
+    @property
+    def head_kind(self) -> str:
+        """``"sn"`` or ``"npr"``: what the head estimates."""
+        return self.net.head_kind
+
+    def _run_both(self, x, n: int):
+        import torch
+
+        t_val = self.network_timestep(n)
+        eps_out, head_out = [], []
+        step = self.batch_size or max(int(x.shape[0]), 1)
+        for lo in range(0, int(x.shape[0]), step):
+            xb = x[lo:lo + step]
+            t = torch.full((xb.shape[0],), t_val, dtype=self.timestep_dtype, device=x.device)
+            out = self.net(xb, t)
+            if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out)):
+                raise TypeError(f"a headed net(x, t) must return (eps_hat, head) tensors; got {type(out).__name__}.")
+            for o, what in zip(out, ("eps_hat", "head")):
+                if tuple(o.shape) != tuple(xb.shape):
+                    raise ValueError(f"net(x, t) returned {what} of shape {tuple(o.shape)}; expected the shape of x, "
+                                     f"{tuple(xb.shape)}.")
+            eps_out.append(out[0])
+            head_out.append(out[1])
+        if len(eps_out) == 1:
+            return eps_out[0], head_out[0]
+        return torch.cat(eps_out, dim=0), torch.cat(head_out, dim=0)
+
+    def _run(self, x, n: int):
+        return self._run_both(x, n)[0]
+
+    def eps_and_head(self, x, n):
+        """(ε̂_n(x), head_n(x)) for a batch x (numpy or torch) at the int timestep n, each like x."""
+        import torch
+
+        n = _check_n(n, self.num_timesteps)
+        x_in, arr = self._input(x)
+        if getattr(self.net, "training", False):
+            self.net.eval()
+        with torch.no_grad():
+            eps, head = self._run_both(x_in, n)
+        eps, head = self._output(eps, x, arr), self._output(head, x, arr)
+        if self.prediction != "eps":
+            eps = eps_from_prediction(self.schedule, n, x if arr is None else arr, eps, self.prediction)
+        return eps, head
+
+    def __repr__(self) -> str:
+        return (f"TorchHeadedModel({type(self.net).__name__}, head_kind={self.head_kind!r}, "
+                f"timestep_map={self.timestep_map!r}, num_timesteps={self.num_timesteps}, "
+                f"prediction={self.prediction!r})")

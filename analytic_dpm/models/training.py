@@ -14,6 +14,10 @@ uninterrupted run would have used: on CPU the result is bit-identical. (On GPU, 
 differ in the last bits; set ``torch.use_deterministic_algorithms(True)`` if that matters.) The RNG state stored in a
 checkpoint is thus just (seed, step).
 
+Stage 2 of the extended paper's two-stage training (facts file §6.2) is the same loop with ``objective="sn"`` or
+``"npr"`` on a :class:`~analytic_dpm.models.heads.HeadedNet` (a frozen stage-1 network plus a new head): only the
+head is optimised, averaged and checkpointed, with the losses of :mod:`analytic_dpm.models.heads`.
+
 Checkpoints are plain ``torch.save`` dicts of tensors, numbers and strings, loadable with
 ``torch.load(path, weights_only=True)``: model, EMA and optimizer state dicts, the step, the loss history and the
 run's configuration as a JSON string. :func:`save_model` / :func:`load_model` store just one set of weights (the EMA)
@@ -37,7 +41,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .._validate import as_float, as_int
+from .._validate import as_float, as_int, choice
 from ..schedules import Schedule
 from .unet import UNet, UNetConfig
 
@@ -48,7 +52,14 @@ _STEP_TAG = 0x53544550  # "STEP"
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 #: Run settings that must agree when resuming (``steps`` may grow: training can be extended).
 _RESUME_KEYS = ("seed", "batch_size", "lr", "weight_decay", "ema_decay", "ema_warmup", "grad_clip", "warmup",
-                "schedule", "data", "net_class", "net_config", "num_parameters")
+                "schedule", "data", "net_class", "net_config", "num_parameters", "objective", "timestep_map",
+                "head", "backbone")
+#: Values of resume keys added later, for checkpoints written before them.
+_RESUME_DEFAULTS = {"objective": "eps", "timestep_map": "n", "head": None, "backbone": None}
+#: Training objectives: the ε-MSE (stage 1) and the second-head losses of SN-DPM / NPR-DPM (stage 2, facts §6.2).
+OBJECTIVES = ("eps", "sn", "npr")
+#: Timestep conventions :func:`train` can feed the network (as :data:`~analytic_dpm.models.protocol.TIMESTEP_MAPS`).
+TRAIN_TIMESTEP_MAPS = ("n", "n-1", "n*1000/N", "(n-1)*1000/N")
 
 
 @dataclass
@@ -222,6 +233,8 @@ def train(
     keep_checkpoints: int = 2,
     resume: bool = True,
     callback: Callable[[int, float], None] | None = None,
+    objective: str = "eps",
+    timestep_map: str = "n",
 ) -> TrainResult:
     """Train ``net(x, t)`` to predict ε with L = E_{n, x_0, ε} ‖ε − ε̂(√ᾱ_n x_0 + √β̄_n ε, n)‖²/d (P eq. 5).
 
@@ -247,6 +260,17 @@ def train(
             warm-up over this many steps.
         callback: ``callback(step, loss)`` after every completed step (step counts from 1); an exception it raises
             stops training after a checkpoint of the completed steps is written.
+        objective: ``"eps"`` (default): the ε-MSE above (stage 1). ``"sn"`` / ``"npr"``: stage 2 of the extended
+            paper's two-stage training (facts file §6.2): ``net`` must be a
+            :class:`~analytic_dpm.models.heads.HeadedNet` of that kind (a frozen stage-1 network with a new head);
+            only its trainable parameters (the head) are optimised, with the per-element mean of
+            :func:`~analytic_dpm.models.heads.sn_loss` (ε² − h)² or :func:`~analytic_dpm.models.heads.npr_loss`
+            (stopgrad((ε − ε̂)²) − g)². Checkpoints then hold the head's weights only (model, EMA, optimizer) and
+            the backbone's fingerprint (class, size, SHA-256 of its weights), which must match when resuming.
+        timestep_map: what the network is fed for timestep n: ``"n"`` (default; this library's networks),
+            ``"n-1"``, ``"n*1000/N"`` or ``"(n-1)*1000/N"`` (float32), as
+            :class:`~analytic_dpm.models.protocol.TorchEpsModel`; a stage-2 run on a foreign pretrained backbone
+            must feed that backbone's own convention.
 
     Returns:
         :class:`TrainResult` with the EMA network, the raw network, the per-step losses and the configuration.
@@ -254,6 +278,27 @@ def train(
     t0 = time.perf_counter()
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module called as net(x, t); got {type(net).__name__}.")
+    choice("objective", objective, OBJECTIVES)
+    choice("timestep_map", timestep_map, TRAIN_TIMESTEP_MAPS)
+    headed = objective != "eps"
+    if headed:
+        from .heads import HEAD_LOSS_FORMULAS, HEAD_LOSSES, HeadedNet, backbone_fingerprint
+
+        if not isinstance(net, HeadedNet):
+            raise TypeError(f"objective = {objective!r} trains a second head: net must be a HeadedNet of kind "
+                            f"{objective!r}; got {type(net).__name__}. Build one with attach_head(stage1_ema_net, "
+                            f"{objective!r}).")
+        if net.kind != objective:
+            raise ValueError(f"objective = {objective!r} but the HeadedNet's head is of kind {net.kind!r}; pass "
+                             f"objective={net.kind!r} or attach a {objective!r} head.")
+        unfrozen = [k for k, p in net.backbone.named_parameters() if p.requires_grad]
+        if unfrozen:
+            raise ValueError(f"stage 2 trains only the head, but {len(unfrozen)} backbone parameters require grad "
+                             f"(e.g. {unfrozen[0]!r}); freeze it with net.backbone.requires_grad_(False).")
+    elif isinstance(getattr(net, "head_kind", None), str):
+        raise ValueError(f"net is a headed network (head kind {net.head_kind!r}); train its head with "
+                         f"objective={net.head_kind!r}, or train the ε-network itself (its .backbone) with "
+                         "objective='eps'.")
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be an analytic_dpm.Schedule; got {type(schedule).__name__}. "
                         "Build one with Schedule.linear(N).")
@@ -293,17 +338,35 @@ def train(
         "schedule": _schedule_info(schedule), "data": _data_info(x_host),
         "net_class": type(net).__name__, "net_config": _net_config(net),
         "num_parameters": int(sum(p.numel() for p in net.parameters())),
-        "timestep_map": "n", "loss": "mean((eps - eps_hat)^2)", "optimizer": "AdamW(betas=(0.9, 0.999))",
-        "torch": torch.__version__, "device": str(dev),
+        "timestep_map": timestep_map,
+        "loss": HEAD_LOSS_FORMULAS[objective] if headed else "mean((eps - eps_hat)^2)",
+        "optimizer": "AdamW(betas=(0.9, 0.999))", "torch": torch.__version__, "device": str(dev),
+        "objective": objective,
+        "head": net.head_settings() if headed else None,
+        "backbone": backbone_fingerprint(net.backbone) if headed else None,
     }
 
     net.to(dev)
     net.train()
-    ema = copy.deepcopy(net).to(dev)
+    if headed:
+        # the EMA network shares the frozen backbone; only the head is copied, averaged and checkpointed
+        ema = copy.deepcopy(net, memo={id(net.backbone): net.backbone}).to(dev)
+        for p in ema.out2.parameters():
+            p.requires_grad_(False)
+        params = [p for p in net.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the HeadedNet has no trainable parameters (its head is frozen too); call "
+                             "net.out2.requires_grad_(True).")
+        train_mod, ema_mod = net.out2, ema.out2
+        loss_fn = HEAD_LOSSES[objective]
+    else:
+        ema = copy.deepcopy(net).to(dev)
+        for p in ema.parameters():
+            p.requires_grad_(False)
+        params = net.parameters()
+        train_mod, ema_mod = net, ema
     ema.eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
     losses: list[float] = []
     start = 0
 
@@ -315,16 +378,17 @@ def train(
         if latest is not None:
             ck = load_checkpoint(latest)
             old = ck["config"]
-            diff = [k for k in _RESUME_KEYS if old.get(k) != config.get(k)]
+            diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != config.get(k)]
             if diff:
-                shown = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {config.get(k)!r}" for k in diff)
+                shown = "; ".join(f"{k}: checkpoint {old.get(k, _RESUME_DEFAULTS.get(k))!r} vs now "
+                                  f"{config.get(k)!r}" for k in diff)
                 raise ValueError(f"cannot resume from {latest}: the run's settings differ ({shown}). Use a new "
                                  "checkpoint_dir, or resume=False to start afresh.")
             if int(ck["step"]) > steps:
                 raise ValueError(f"steps = {steps} is fewer than the {int(ck['step'])} steps already done in {latest}; "
                                  "pass steps >= that, or a new checkpoint_dir.")
-            net.load_state_dict(ck["model"])
-            ema.load_state_dict(ck["ema"])
+            train_mod.load_state_dict(ck["model"])
+            ema_mod.load_state_dict(ck["ema"])
             opt.load_state_dict(ck["optimizer"])
             start = int(ck["step"])
             losses = [float(v) for v in ck["losses"].tolist()]
@@ -343,8 +407,8 @@ def train(
         _atomic_save({
             "format": CHECKPOINT_FORMAT,
             "step": step_done,
-            "model": net.state_dict(),
-            "ema": ema.state_dict(),
+            "model": train_mod.state_dict(),
+            "ema": ema_mod.state_dict(),
             "optimizer": opt.state_dict(),
             "losses": torch.tensor(losses[:step_done], dtype=torch.float64),
             "rng": {"seed": seed, "step": step_done},
@@ -372,15 +436,27 @@ def train(
                 torch.manual_seed(gen_seed)  # dropout (CPU and the training GPU), restored on exit
                 shape = (-1,) + (1,) * (x0.ndim - 1)
                 x_n = sqrt_ab[n].view(shape) * x0 + sqrt_bb[n].view(shape) * eps
-                out = net(x_n, n)
-                loss = torch.mean((eps - out) ** 2)
+                if timestep_map == "n":
+                    t_in = n
+                elif timestep_map == "n-1":
+                    t_in = n - 1
+                elif timestep_map == "n*1000/N":  # float64 then float32, as TorchEpsModel feeds it
+                    t_in = (n.to(torch.float64) * 1000.0 / N).to(torch.float32)
+                else:
+                    t_in = ((n - 1).to(torch.float64) * 1000.0 / N).to(torch.float32)
+                if headed:
+                    eps_hat, head = net(x_n, t_in)
+                    loss = loss_fn(eps, eps_hat, head)
+                else:
+                    out = net(x_n, t_in)
+                    loss = torch.mean((eps - out) ** 2)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}; lower lr (now {lr}) or "
                                          "check the data range.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
-                nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+                nn.utils.clip_grad_norm_(params if headed else net.parameters(), grad_clip)
             lr_now = lr * min(1.0, (step + 1) / warmup) if warmup else lr
             for group in opt.param_groups:
                 group["lr"] = lr_now
@@ -388,7 +464,7 @@ def train(
             updating = True
             opt.step()
             decay = min(ema_decay, (1.0 + step) / (10.0 + step)) if ema_warmup else ema_decay
-            _ema_update(ema, net, decay)
+            _ema_update(ema_mod, train_mod, decay)
             losses.append(loss_val)
             step += 1
             updating = False

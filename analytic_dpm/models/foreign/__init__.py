@@ -41,3 +41,19 @@ __all__ = [
     "FAMILIES", "FAMILY_TIMESTEP_MAPS", "PRETRAINED_PRESETS", "PretrainedEpsModel", "PretrainedPreset",
     "load_pretrained", "preset_config",
 ]
+
+# score_sde's NCSN++ / DDPM++ (continuous-time VP models; see analytic_dpm.continuous for the ε-model wrapper)
+from .score_sde import (  # noqa: E402
+    DDPMPP_CIFAR10_CONTINUOUS,
+    NCSNPP_CIFAR10_CONTINUOUS,
+    SCORE_SDE_PRESETS,
+    NCSNpp,
+    ScoreSDEConfig,
+    load_score_sde_checkpoint,
+    score_sde_config,
+)
+
+__all__ += [
+    "DDPMPP_CIFAR10_CONTINUOUS", "NCSNPP_CIFAR10_CONTINUOUS", "SCORE_SDE_PRESETS", "NCSNpp", "ScoreSDEConfig",
+    "load_score_sde_checkpoint", "score_sde_config",
+]
