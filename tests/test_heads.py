@@ -458,3 +458,28 @@ def test_errors_name_the_problem():
         train(attach_head(_backbone(), "sn"), data, SCHED, steps=1, **KW)
     with pytest.raises(ValueError, match="objective must be one of 'eps', 'sn', 'npr'"):
         train(UNet(TINY), data, SCHED, steps=1, objective="eps2", **KW)
+
+
+def test_score_sde_ncsnpp_carries_a_head():
+    """score_sde's DDPM++ / NCSN++ (a tiny VP-style config): the adapter finds its output block (the last GroupNorm of
+    all_modules), the zero head outputs 0, and the backbone's own output block in the head reproduces ε̂."""
+    from analytic_dpm.models.foreign.score_sde import NCSNPP_CIFAR10_CONTINUOUS, NCSNpp
+
+    cfg = dict(NCSNPP_CIFAR10_CONTINUOUS, image_size=8, nf=8, ch_mult=(1, 2), num_res_blocks=1,
+               attn_resolutions=(4,))
+    bb = _randomize(NCSNpp(cfg)).eval()
+    x, t = _x((2, 3, 8, 8)), torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        raw = bb(x, t)
+    net = attach_head(bb, "npr")
+    n = len(bb.all_modules)
+    assert net.feature_module == f"all_modules.{n - 2}"
+    with torch.no_grad():
+        eps, head = net(x, t)
+    torch.testing.assert_close(eps, raw, rtol=0, atol=0)
+    assert torch.equal(head, torch.zeros_like(head))
+    _copy_output_block(net, bb.all_modules[n - 2], bb.all_modules[n - 1], channels=3)
+    with torch.no_grad():
+        eps, head = net(x, t)
+    torch.testing.assert_close(head, eps, rtol=1e-5, atol=1e-5)
+    assert attach_head(bb, "sn", "complex").time_module == "all_modules.1"

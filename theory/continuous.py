@@ -159,9 +159,10 @@ CONTINUOUS = Result(
                    "second-order expansion in h = t − s"),
     ),
     functions=("analytic_dpm.variance.ddpm_sigma_sq_opt", "analytic_dpm.variance.ddpm_bounds",
-               "analytic_dpm.schedules.Schedule.from_betas"),
+               "analytic_dpm.schedules.Schedule.from_betas", "analytic_dpm.continuous.exact_sigma_sq"),
     tests=("tests/test_theory.py::test_continuous_time_matches_library",
-           "tests/test_theory.py::test_continuous_limit_rate"),
+           "tests/test_theory.py::test_continuous_limit_rate",
+           "tests/test_continuous.py::test_exact_sigma_sq_matches_app_e"),
     notes=("Γ_t between grid points: the paper interpolates linearly; the formula itself holds at any t.",),
 )
 

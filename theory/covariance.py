@@ -430,7 +430,8 @@ DIAGONAL_COVARIANCE = Result(
            "tests/test_theory_covariance.py::test_diag_sigma_sq_families_numbers",
            "tests/test_theory_covariance.py::test_sn_npr_targets_by_quadrature",
            "tests/test_theory_covariance.py::test_averages_give_scalar_forms",
-           "tests/test_theory_covariance.py::test_diagonal_beats_scalar"),
+           "tests/test_theory_covariance.py::test_diagonal_beats_scalar",
+           "tests/test_covariance.py::test_library_matches_theory_diagonal_covariance"),
     notes=(
         "Source: paper E's full text was not consulted; the formulas are those of its code X (facts §6.2), which "
         "plugs clip(Cov_diag(x_t), 0, r²) into σ_i² = λ² + c²·Cov_diag; the clip is Theorem 2's per-coordinate bound "

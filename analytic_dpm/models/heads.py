@@ -130,6 +130,16 @@ def _adapter_for(net) -> HeadAdapter | None:
             return None
         return HeadAdapter("unet." + inner.feature_module, inner.time_module and "unet." + inner.time_module,
                            lambda m: inner.channels(m.unet), lambda m: inner.learned_sigma(m.unet))
+    from .foreign.score_sde import NCSNpp
+
+    if isinstance(net, NCSNpp):
+        cfg = net.config
+        if cfg.progressive == "output_skip":  # the output is a sum over a pyramid: no single output block
+            return None
+        last = len(net.all_modules) - 2  # ... → GroupNorm (all_modules[-2]) → act → conv3x3 (all_modules[-1])
+        temb = (2 if cfg.embedding_type == "fourier" else 1) if cfg.conditional else None
+        return HeadAdapter(f"all_modules.{last}", None if temb is None else f"all_modules.{temb}",
+                           lambda m: m.config.num_channels, lambda m: False)
     if type(net).__name__ == "UNet2DModel":  # diffusers, imported only by the user
         def cin(m):
             return int(_diffusers_cfg(m)("in_channels"))
@@ -146,6 +156,9 @@ HEAD_ADAPTERS = {
     "analytic_dpm.models.foreign.ImprovedUNet": ("out", "time_embed"),
     "diffusers.UNet2DModel": ("conv_norm_out", "time_embedding"),
     "analytic_dpm.models.foreign.DiffusersUNetAdapter": ("unet.conv_norm_out", "unet.time_embedding"),
+    # score_sde's DDPM++ / NCSN++ with progressive 'none' (the VP CIFAR-10 configs): the last GroupNorm of
+    # all_modules, and the second time-embedding Linear (all_modules.2 after a Fourier projection)
+    "analytic_dpm.models.foreign.NCSNpp": ("all_modules.<len − 2>", "all_modules.1"),
 }
 
 
