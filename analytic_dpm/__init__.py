@@ -72,3 +72,7 @@ from .continuous import (  # noqa: E402
     continuous_optimal_trajectory,
     continuous_trajectory,
 )
+
+# Per-dimension covariance (the extended paper's SN-DPM / NPR-DPM): methods of sample, variational_bound, ...
+from . import covariance  # noqa: E402
+from .covariance import COVARIANCE_METHODS  # noqa: E402

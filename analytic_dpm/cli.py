@@ -36,11 +36,14 @@ _STAT_TEXT = {"gamma": "Γ̂ (Theorem 3)", "one_minus_gamma": "the directly esti
 
 
 def _schedule(args) -> Schedule:
+    if args.schedule == "vpsde":  # score_sde's VP SDE discretised at t_n = n/N (the extended code's vpsde_1000)
+        return Schedule.vpsde(args.N)
     return Schedule.linear(args.N) if args.schedule == "linear" else Schedule.cosine(args.N)
 
 
 def _add_schedule_args(p, extra_trajectories=()):
-    p.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="noise schedule (default linear)")
+    p.add_argument("--schedule", choices=["linear", "cosine", "vpsde"], default="linear",
+                   help="noise schedule (default linear; vpsde: the VP SDE β_min = 0.1, β_max = 20 at t_n = n/N)")
     p.add_argument("--N", type=int, default=1000, help="number of diffusion steps (default 1000)")
     p.add_argument("--K", type=int, default=10, help="number of sampling steps (default 10)")
     p.add_argument("--trajectory", choices=[*TRAJECTORIES, *extra_trajectories], default="even",
@@ -275,7 +278,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:  # clear message, no traceback
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,9 @@
-"""Shared helpers for paper targets: output directory, sidecar metadata, Markdown tables."""
+"""Shared helpers for paper targets: output directory, sidecar metadata (provenance), Markdown tables."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import pathlib
@@ -12,15 +14,91 @@ import time
 import numpy as np
 
 
-def git_commit() -> str:
+# What a sidecar's commit describes: the code that computes the outputs. Outputs (paper/full/, paper/out/, results/)
+# are not in this list, so regenerating them leaves the tree clean. Pathspecs are relative to the repository root;
+# ``:(glob)`` makes ``*`` stop at "/", so ``paper/*.py`` is the paper package itself, not files under its outputs.
+CODE_PATHS = ("analytic_dpm", "theory", ":(glob)paper/*.py")
+
+_REPO = pathlib.Path(__file__).resolve().parent
+
+
+def _git(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, cwd=cwd)
+
+
+def code_state(repo=None, paths=CODE_PATHS, untracked: bool = True) -> dict:
+    """The commit of the code and whether that code is modified: ``{"commit", "dirty", "dirty_files"}``.
+
+    ``commit`` is ``git rev-parse HEAD`` of the repository holding ``repo`` (default: this package's checkout), or
+    ``"unknown"`` outside a git checkout (then ``dirty`` and ``dirty_files`` are None: nothing can be verified).
+    ``dirty_files`` lists, relative to the repository root and sorted, the files under ``paths`` that differ from
+    HEAD (staged or not, deleted, renamed: both names) and, with ``untracked``, the new files git does not ignore
+    there (a new module can be imported without being committed). Files outside ``paths``, such as the outputs, do
+    not count."""
+    cwd = pathlib.Path(_REPO if repo is None else repo)
+    unknown = {"commit": "unknown", "dirty": None, "dirty_files": None}
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=pathlib.Path(__file__).parent)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10,
-                               cwd=pathlib.Path(__file__).parent).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        top = _git(["rev-parse", "--show-toplevel"], cwd)
+        if top.returncode != 0:
+            return unknown
+        root = top.stdout.strip()
+        head = _git(["rev-parse", "--verify", "HEAD"], root)
+        status = _git(["status", "--porcelain=v1", "-z", f"--untracked-files={'all' if untracked else 'no'}",
+                       "--", *paths], root)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return unknown
+    if head.returncode != 0 or status.returncode != 0:  # no commit yet, or a broken repository
+        return unknown
+    files, entries = set(), status.stdout.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        files.add(entry[3:])
+        if entry[0] in "RC":  # "XY new\0old": the original name follows as its own entry
+            if i < len(entries) and entries[i]:
+                files.add(entries[i])
+            i += 1
+    return {"commit": head.stdout.strip(), "dirty": bool(files), "dirty_files": sorted(files)}
+
+
+def git_commit() -> str:
+    """The code commit as one string, ``<sha>`` or ``<sha>-dirty`` (code paths only, see ``code_state``)."""
+    s = code_state()
+    return s["commit"] + ("-dirty" if s["dirty"] else "")
+
+
+_RUN_STATE: dict | None = None
+
+
+@contextlib.contextmanager
+def provenance_run(state: dict):
+    """Within this block every ``write_sidecar`` records ``state`` (a ``code_state()`` taken once, before any target
+    ran, plus optional keys such as ``allow_dirty``) instead of asking git again. ``python -m paper`` uses it; outside
+    it, ``write_sidecar`` determines the code state itself when it writes."""
+    global _RUN_STATE
+    previous, _RUN_STATE = _RUN_STATE, {**state, "commit_determined": "at the start of the python -m paper run"}
+    try:
+        yield _RUN_STATE
+    finally:
+        _RUN_STATE = previous
+
+
+def current_provenance() -> dict:
+    """The run's code state inside ``provenance_run``; otherwise ``code_state()`` now."""
+    if _RUN_STATE is not None:
+        return dict(_RUN_STATE)
+    return {**code_state(), "commit_determined": "when the sidecar was written (not inside python -m paper)"}
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def versions() -> dict:
@@ -34,17 +112,31 @@ def versions() -> dict:
             "torch": torch.__version__, "matplotlib": matplotlib.__version__, "analytic_dpm": analytic_dpm.__version__}
 
 
-def write_sidecar(path: pathlib.Path, config: dict, seeds=None, started: float | None = None) -> None:
+def write_sidecar(path: pathlib.Path, config: dict, seeds=None, started: float | None = None) -> pathlib.Path:
+    """Write ``<path>.json`` beside the output ``path``, which must already be written: the sidecar records its
+    SHA-256, the code commit and whether the code was dirty (``current_provenance``), the configuration, seeds,
+    package versions, device and wall time. Returns the sidecar's path."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"write_sidecar: the output {path} does not exist; write the output first, then its "
+                                "sidecar (the sidecar records the output's SHA-256)")
+    prov = current_provenance()
     meta = {
         "output": path.name,
-        "commit": git_commit(),
+        "sha256": file_sha256(path),
+        "commit": prov.pop("commit"),
+        "dirty": prov.pop("dirty"),
+        "dirty_files": prov.pop("dirty_files"),
+        **prov,
         "config": config,
         "seeds": seeds,
         "versions": versions(),
         "device": f"cpu ({platform.processor() or platform.machine()})",
         "wall_time_s": None if started is None else round(time.perf_counter() - started, 3),
     }
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    sidecar = path.with_suffix(path.suffix + ".json")
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return sidecar
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -55,8 +147,6 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def config_hash(config: dict) -> str:
     """A short, stable hash of a JSON-serialisable configuration (keys sorted), for cache file names."""
-    import hashlib
-
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -91,12 +181,16 @@ def write_csv(path: pathlib.Path, header: list[str], rows: list[list]) -> pathli
 
 
 def save_figure(fig, path_png: pathlib.Path) -> list[pathlib.Path]:
-    """Save a matplotlib figure as PNG and PDF (same stem); closes it."""
+    """Save a matplotlib figure as PNG and PDF (same stem); closes it.
+
+    Both files are byte-reproducible, so that a sidecar's SHA-256 can be checked against a regeneration: Agg's PNG
+    holds no date, and the PDF is written without its CreationDate (otherwise the time of the run, or
+    $SOURCE_DATE_EPOCH)."""
     import matplotlib.pyplot as plt
 
     pdf = path_png.with_suffix(".pdf")
     fig.savefig(path_png, dpi=130)
-    fig.savefig(pdf)
+    fig.savefig(pdf, metadata={"CreationDate": None})
     plt.close(fig)
     return [path_png, pdf]
 

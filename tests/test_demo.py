@@ -132,3 +132,11 @@ def test_demo_runs(tmp_path):
     assert run_demo(out_dir=tmp_path, fast=True) == 0
     for f in ("variances.png", "bound_terms.png", "fd_vs_K.png", "tables.txt"):
         assert (tmp_path / f).stat().st_size > 0
+
+
+def test_cli_vpsde_schedule_and_extended_needs_a_base_run(tmp_path, capsys):
+    assert main(["variances", "--schedule", "vpsde", "--K", "5"]) == 0
+    assert "vpsde(N=1000, beta_min=0.1, beta_max=20)" in capsys.readouterr().out
+    assert main(["extended", "--base", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "starts from a finished image run" in err and "model.pt" in err
