@@ -65,6 +65,7 @@ class CovarianceExperimentConfig:
     check_grid: int = 20
     fd_samples: int = 1000
     report_samples: int = 64  #: samples for the Cov_x0 clipping report (at min and max K)
+    fd_bootstrap: int = 100  #: bootstrap resamples of each sample set for FD-LeNet's standard error
     batch_eval: int = 512
     seed: int = 0
     threads: int | None = 1
@@ -83,6 +84,14 @@ PRESETS = {
                                             check_images=16, check_grid=4, fd_samples=64, report_samples=8,
                                             batch_eval=256),
 }
+
+
+def same_config(saved: dict | None, config: CovarianceExperimentConfig) -> bool:
+    """Whether a saved configuration is ``config``; keys added after it was saved take their default values."""
+    if saved is None:
+        return False
+    base = json.loads(json.dumps(CovarianceExperimentConfig().to_dict()))
+    return {k: saved.get(k, v) for k, v in base.items()} == json.loads(json.dumps(config.to_dict()))
 
 
 def _md_table(header, rows) -> str:
@@ -172,6 +181,43 @@ def head_check(models: dict, sched, x0, est: GammaEstimate, timesteps, seed: int
     return rows
 
 
+def _bounds(models, sched, est, config, x_ot, x_nll, grid, progress, log):
+    """ET and OT bounds (bits/dim and standard errors) for :data:`NLL_METHODS`; the OTs from per-step costs on
+    ``x_ot`` over ``grid`` (the scalar methods share one cost pass, each head takes its own)."""
+    F_base = baseline_cost_matrix(models["sn"], sched, x_ot, "ddpm-large", timesteps=grid, seed=config.seed + 1,
+                                  batch_size=config.batch_eval, progress=progress)
+    costs = {"analytic-ddpm": F_base.with_method("analytic-ddpm", gamma=est.gamma),
+             "residual-ddpm": F_base.with_method("residual-ddpm", gamma=est)}
+    for kind in ("sn", "npr"):
+        costs[f"{kind}-ddpm"] = baseline_cost_matrix(models[kind], sched, x_ot, f"{kind}-ddpm", timesteps=grid,
+                                                     seed=config.seed + 1, batch_size=config.batch_eval,
+                                                     progress=progress)
+    K_ot = [K for K in config.Ks if K <= grid.size]
+    ots = {m: optimal_trajectories_from_costs(F.F, K_max=max(K_ot), progress=False) for m, F in costs.items()}
+    nll, nll_se = {}, {}
+    for K in config.Ks:
+        traj = even_trajectory(sched.N, K)
+        stats = collect_bound_statistics(models["sn"], sched, traj, x_nll, seed=config.seed,
+                                         batch_size=config.batch_eval, progress=False)
+        bounds = {m: stats.bound(m, gamma=est) for m in ("analytic-ddpm", "residual-ddpm")}
+        for kind in ("sn", "npr"):
+            bounds[f"{kind}-ddpm"] = variational_bound(models[kind], sched, traj, f"{kind}-ddpm", x_nll,
+                                                       seed=config.seed, batch_size=config.batch_eval)
+        for m, b in bounds.items():
+            nll.setdefault(f"ET {m}", {})[K] = b.bits_per_dim
+            nll_se.setdefault(f"ET {m}", {})[K] = b.bits_per_dim_stderr
+        if K in K_ot:
+            for m in NLL_METHODS:
+                model = models["npr"] if m.startswith("npr") else models["sn"]
+                b = variational_bound(model, sched, ots[m].trajectory(K), m, x_nll, seed=config.seed,
+                                      batch_size=config.batch_eval,
+                                      gamma=est if m in ("analytic-ddpm", "residual-ddpm") else None)
+                nll.setdefault(f"OT {m}", {})[K] = b.bits_per_dim
+                nll_se.setdefault(f"OT {m}", {})[K] = b.bits_per_dim_stderr
+        log(f"  bounds at K = {K}: " + ", ".join(f"{k} {d[K]:.3f}" for k, d in nll.items() if K in d))
+    return nll, nll_se
+
+
 def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits", base_dir=None, out_dir="cov_out",
                               device=None, progress: bool | None = None, log=print, base_config=None) -> dict:
     """Heads → head check → bounds (ET and OT) → samples → FD-LeNet; returns the results (also results.json)."""
@@ -210,46 +256,20 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
     grid_check = np.unique(np.round(np.geomspace(1, sched.N, config.check_grid)).astype(int))
     check = head_check(models, sched, test_set.images[: config.check_images], est, grid_check, seed=config.seed)
 
-    # 3. bounds: ET and OT on a shared grid
+    # 3. bounds: ET and OT on a shared grid (reused from an earlier results.json of the same configuration)
     t0 = time.perf_counter()
-    x_nll = test_set.images[: config.nll_images]
-    x_ot = train_set.images[: config.ot_images]
     grid = np.unique(np.concatenate([[1], even_trajectory(sched.N, config.ot_grid)[1:]]))
-    nll, nll_se = {}, {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # Γ̂ outside [0, 1] is clipped, as in the base run
-        F_base = baseline_cost_matrix(models["sn"], sched, x_ot, "ddpm-large", timesteps=grid, seed=config.seed + 1,
-                                      batch_size=config.batch_eval, progress=progress)
-        costs = {"analytic-ddpm": F_base.with_method("analytic-ddpm", gamma=est.gamma),
-                 "residual-ddpm": F_base.with_method("residual-ddpm", gamma=est)}
-        for kind in ("sn", "npr"):
-            costs[f"{kind}-ddpm"] = baseline_cost_matrix(models[kind], sched, x_ot, f"{kind}-ddpm", timesteps=grid,
-                                                         seed=config.seed + 1, batch_size=config.batch_eval,
-                                                         progress=progress)
-        K_ot = [K for K in config.Ks if K <= grid.size]
-        ots = {m: optimal_trajectories_from_costs(F.F, K_max=max(K_ot), progress=False) for m, F in costs.items()}
-        for K in config.Ks:
-            traj = even_trajectory(sched.N, K)
-            stats = collect_bound_statistics(models["sn"], sched, traj, x_nll, seed=config.seed,
-                                             batch_size=config.batch_eval, progress=False)
-            for m in ("analytic-ddpm", "residual-ddpm"):
-                b = stats.bound(m, gamma=est)
-                nll.setdefault(f"ET {m}", {})[K], nll_se.setdefault(f"ET {m}", {})[K] = (b.bits_per_dim,
-                                                                                        b.bits_per_dim_stderr)
-            for kind in ("sn", "npr"):
-                b = variational_bound(models[kind], sched, traj, f"{kind}-ddpm", x_nll, seed=config.seed,
-                                      batch_size=config.batch_eval)
-                nll.setdefault(f"ET {kind}-ddpm", {})[K] = b.bits_per_dim
-                nll_se.setdefault(f"ET {kind}-ddpm", {})[K] = b.bits_per_dim_stderr
-            if K in K_ot:
-                for m in NLL_METHODS:
-                    model = models["npr"] if m.startswith("npr") else models["sn"]
-                    b = variational_bound(model, sched, ots[m].trajectory(K), m, x_nll, seed=config.seed,
-                                          batch_size=config.batch_eval,
-                                          gamma=est if m in ("analytic-ddpm", "residual-ddpm") else None)
-                    nll.setdefault(f"OT {m}", {})[K] = b.bits_per_dim
-                    nll_se.setdefault(f"OT {m}", {})[K] = b.bits_per_dim_stderr
-            log(f"  bounds at K = {K}: " + ", ".join(f"{k} {d[K]:.3f}" for k, d in nll.items() if K in d))
+    old = out / "results.json"
+    old = json.loads(old.read_text()) if old.exists() else {}
+    if same_config(old.get("config"), config) and "nll_bits_per_dim" in old:
+        nll = {k: {int(K): v for K, v in d.items()} for k, d in old["nll_bits_per_dim"].items()}
+        nll_se = {k: {int(K): v for K, v in d.items()} for k, d in old["nll_bits_per_dim_stderr"].items()}
+        log(f"  bounds reused from {out / 'results.json'} (same configuration); delete it to recompute")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # Γ̂ outside [0, 1] is clipped, as in the base run
+            nll, nll_se = _bounds(models, sched, est, config, train_set.images[: config.ot_images],
+                                  test_set.images[: config.nll_images], grid, progress, log)
     walls["nll"] = time.perf_counter() - t0
 
     # 4. FD-LeNet of samples, one classifier for all rows
@@ -266,10 +286,11 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
     ref = FeatureStatistics.from_features(features(test_set.images))
     n_floor = min(config.fd_samples, len(train_set))
     floor = frechet_distance(ref, FeatureStatistics.from_features(features(train_set.images[:n_floor])))
+    fd_se = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         fd = sample_fd_table(models["sn"], sched, est, FD_METHODS, config.Ks, num_samples=config.fd_samples,
-                             shape=shape, stats_of=lambda x: FeatureStatistics.from_features(features(x)),
+                             shape=shape, features_of=features, fd_stderr=fd_se, bootstrap=config.fd_bootstrap,
                              reference=ref, samples_dir=out / "samples", seed=config.seed,
                              batch_size=config.batch_eval, device=device, progress=False, head_models=models)
     walls["fd"] = time.perf_counter() - t0
@@ -298,7 +319,8 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
         "nll_bits_per_dim_stderr": {k: {str(K): v for K, v in d.items()} for k, d in nll_se.items()},
         "ot_grid": grid.tolist(),
         "fd_lenet": {k: {str(K): v for K, v in d.items()} for k, d in fd.items()},
-        "fd_lenet_floor": floor, "lenet_test_accuracy": clf.test_accuracy, "cov_clipping": {
+        "fd_lenet_stderr": {k: {str(K): v for K, v in d.items()} for k, d in fd_se.items()},
+        "fd_lenet_floor": floor, "fd_floor_images": n_floor, "lenet_test_accuracy": clf.test_accuracy, "cov_clipping": {
             m: {str(K): v for K, v in d.items()} for m, d in clipping.items()},
         "wall_s": walls, "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                        "numpy": np.__version__},
@@ -322,12 +344,13 @@ def write_tables(results: dict, out) -> list:
           f"{results['config']['nll_images']} images)\n\nOT rows: optimal trajectories from per-step costs on "
           f"{results['config']['ot_images']} training images over a grid of {len(results['ot_grid'])} timesteps.\n\n"
           + _md_table(["trajectory, method"] + [f"K={k}" for k in Ks], rows))
-    fd = results["fd_lenet"]
+    fd, fse = results["fd_lenet"], results.get("fd_lenet_stderr", {})
     t2 = (f"# FD-LeNet (not FID) of {results['config']['fd_samples']} samples, even trajectory, σ₂ pixel clip y = 1; "
-          f"{min(results['config']['fd_samples'], 10 ** 9)} real training images score "
+          f"{results.get('fd_floor_images', results['config']['fd_samples'])} real training images score "
           f"{results['fd_lenet_floor']:.3f}\n\n"
-          + _md_table(["method"] + [f"K={k}" for k in Ks], [[m] + [f"{d[str(K)]:.3f}" for K in Ks]
-                                                             for m, d in fd.items()]))
+          + _md_table(["method"] + [f"K={k}" for k in Ks],
+                      [[m] + [f"{d[str(K)]:.3f}" + (f" ± {fse[m][str(K)]:.3f}" if str(K) in fse.get(m, {}) else "")
+                              for K in Ks] for m, d in fd.items()]))
     t3 = ("# The heads against the scalar statistics (held-out images)\n\nSN: mean over images and dimensions of "
           "h − ε̂² against the committed 1 − Γ̂_t; NPR: mean head against R̂_t and the mean (ε − ε̂)² on the same "
           "images.\n\n" + _md_table(

@@ -40,10 +40,11 @@ CLIP_SIGMA_PIXEL = {"ddpm-large": 1.0, "analytic-ddpm": 1.0, "analytic-ddim": 1.
                     "sn-ddpm": 1.0, "sn-ddim": 1.0, "npr-ddpm": 1.0, "npr-ddim": 1.0}
 
 
-def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_samples: int, shape, stats_of,
+def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_samples: int, shape, stats_of=None,
                     reference, samples_dir, seed: int, batch_size: int, device=None, progress: bool | None = False,
                     clip_sigma_pixel: dict | None = None, on_result=None, trajectory_rounding: str = "exact",
-                    head_models: dict | None = None) -> dict:
+                    head_models: dict | None = None, features_of=None, fd_stderr: dict | None = None,
+                    bootstrap: int = 100) -> dict:
     """Table 2's protocol: for each method and K, ``num_samples`` samples on the even trajectory (x̂_0 clamped, σ₂
     clipped per :data:`CLIP_SIGMA_PIXEL` updated by ``clip_sigma_pixel``, per-sample seeds), written to and resumed
     from ``samples_dir/<method>_K<K>.npy``, scored by ``frechet_distance(reference, stats_of(x))``.
@@ -54,10 +55,17 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
     ``trajectory_rounding``: the even trajectory's rounding (:func:`~analytic_dpm.trajectories.even_trajectory`;
     'official' reproduces the official code at every K). ``head_models``: {'sn': model, 'npr': model}, the headed
     models (:mod:`analytic_dpm.covariance`) that sample the per-dimension methods ('sn-ddpm', 'npr-ddim', ...).
-    Returns {method: {K: distance}}.
+    ``features_of(x) -> (B, D) array`` may replace ``stats_of``; then ``fd_stderr`` (a dict) receives
+    {method: {K: standard error}}, the spread of ``bootstrap`` resamples of the samples
+    (:func:`~analytic_dpm.metrics.frechet_distance_bootstrap`, reference fixed). Returns {method: {K: distance}}.
     """
     from .covariance import COVARIANCE_METHODS, head_kind_of
-    from .metrics import frechet_distance
+    from .metrics import FeatureStatistics, frechet_distance, frechet_distance_bootstrap
+
+    if (stats_of is None) == (features_of is None):
+        raise ValueError("pass exactly one of stats_of (x -> FeatureStatistics) and features_of (x -> features).")
+    if fd_stderr is not None and features_of is None:
+        raise ValueError("fd_stderr needs features_of (the bootstrap resamples the feature rows).")
 
     for m in methods:
         if m in COVARIANCE_METHODS and head_kind_of(m) not in (head_models or {}):
@@ -76,7 +84,14 @@ def sample_fd_table(eps_model, schedule: Schedule, gamma, methods, Ks, *, num_sa
                        seed=seed, batch_size=batch_size, backend="torch", device=device, progress=progress,
                        out=pathlib.Path(samples_dir) / f"{m}_K{K}.npy")
             x = np.asarray(x, dtype=np.float32)
-            fd[m][K] = frechet_distance(reference, stats_of(x))
+            if features_of is not None:
+                f = features_of(x)
+                fd[m][K] = frechet_distance(reference, FeatureStatistics.from_features(f))
+                if fd_stderr is not None:
+                    reps = frechet_distance_bootstrap(reference, f, bootstrap, seed=seed)
+                    fd_stderr.setdefault(m, {})[K] = float(np.std(reps, ddof=1))
+            else:
+                fd[m][K] = frechet_distance(reference, stats_of(x))
             if on_result is not None:
                 on_result(m, K, x, fd[m][K])
     return fd

@@ -29,6 +29,18 @@ TARGETS = {
     "table6": ("paper.table6", "Table 6 analogue: analytic-DDPM with Γ̂ from M = 10 against DDPM, K = 10…400"),
     "fig_bounds": ("paper.fig_bounds", "Figures 7 and 9 analogue: Theorem 2 bounds against n; how often σ̂² is clipped"),
     "fig_et_ot": ("paper.fig_et_ot", "Figure 13 analogue: ET against OT (bound and FD against K, the OT timesteps)"),
+    "table3": ("paper.table3", "Table 3 analogue: least K to reach a target exact FD, quadratic and even trajectories "
+               "(toy Gaussian)"),
+    "table8": ("paper.table8", "Table 8 analogue: exact bound on the cosine schedule, N = 4000, ET, d = 12288 (toy "
+               "Gaussian)"),
+    "table9": ("paper.table9", "Table 9 analogue: exact FD with the DDIM-style stride trajectory, K = 10…1000 (toy "
+               "Gaussian)"),
+    "table10": ("paper.table10", "Table 10 analogue: CPU time to generate 10 toy samples, NFE and exact FD (not the "
+                "paper's GPU models)"),
+    "fig_sigma2_clip": ("paper.fig_sigma2_clip", "Figures 10-12 analogue: exact FD with and without the σ_2 pixel "
+                        "clip against K (toy Gaussian)"),
+    "ve_process": ("paper.ve_process", "VE process beside VP: σ*² rescaled by 1 + σ_s², checked exactly on the toy "
+                   "Gaussian"),
     "residual": ("paper.residual", "the network's actual mean: residual variance, direct 1 − Γ̂ and R̂, OT under "
                  "Monte Carlo noise (toy Gaussian, exact)"),
     "continuous": ("paper.continuous", "continuous time (VP SDE): the cost of interpolating Γ between grid points "

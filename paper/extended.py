@@ -24,7 +24,7 @@ BASES = ("digits", "fashion-mnist-cpu")
 
 
 def _results(out_dir, preset: str, fast: bool):
-    from analytic_dpm.covariance_experiment import PRESETS, run_covariance_experiment
+    from analytic_dpm.covariance_experiment import PRESETS, run_covariance_experiment, same_config
 
     if fast:
         return run_covariance_experiment("digits-ci", base_dir=RESULTS / "digits", out_dir=out_dir / "extended-ci",
@@ -32,7 +32,7 @@ def _results(out_dir, preset: str, fast: bool):
     committed = RESULTS / f"extended-{preset}" / "results.json"
     if committed.exists() and os.environ.get("ADPM_PAPER_RERUN") != "1":
         saved = json.loads(committed.read_text())
-        if saved.get("config") == json.loads(json.dumps(PRESETS[preset].to_dict())):
+        if same_config(saved.get("config"), PRESETS[preset]):
             print(f"extended: {preset} from the committed run {committed.relative_to(RESULTS.parent)} "
                   "(ADPM_PAPER_RERUN=1 recomputes)")
             return saved, preset
@@ -64,11 +64,15 @@ def run(out_dir, fast: bool = False):
                                          for K in Ks] for m, d in nll.items()]) + "\n")
         md.append(f"### FD-LeNet (not FID), {res['config']['fd_samples']} samples; real training images score "
                   f"{fmt(res['fd_lenet_floor'])}\n\n")
+        fse = res.get("fd_lenet_stderr", {})
         md.append(markdown_table(["method"] + [f"K={k}" for k in Ks],
-                                 [[m] + [fmt(d[str(K)]) for K in Ks] for m, d in res["fd_lenet"].items()]) + "\n")
+                                 [[m] + [fmt(d[str(K)]) + (f" ± {fmt(fse[m][str(K)], 2)}" if str(K) in fse.get(m, {})
+                                                           else "") for K in Ks]
+                                  for m, d in res["fd_lenet"].items()]) + "\n")
         for m, d in nll.items():
             rows += [[name, "bits_per_dim", m, int(K), v, se[m][K]] for K, v in d.items()]
-        rows += [[name, "fd_lenet", m, int(K), v, ""] for m, d in res["fd_lenet"].items() for K, v in d.items()]
+        rows += [[name, "fd_lenet", m, int(K), v, res.get("fd_lenet_stderr", {}).get(m, {}).get(K, "")]
+                 for m, d in res["fd_lenet"].items() for K, v in d.items()]
     csv_path = write_csv(out_dir / "extended.csv", ["run", "quantity", "method", "K", "value", "stderr"], rows)
     md_path = out_dir / "extended.md"
     md_path.write_text("".join(md))

@@ -44,6 +44,12 @@ EXPECTED = {
     "fig_et_ot": ["fig_et_ot.png", "fig_et_ot.pdf", "fig_et_ot.csv", "fig_et_ot.md"],
     "residual": ["residual.csv", "residual.md", "residual_ot.csv", "residual_ot.md", "residual_stderr.png",
                  "residual_stderr.pdf", "residual_stderr.csv"],
+    "table3": ["table3.csv", "table3.md", "table3.tex"],
+    "table8": ["table8.csv", "table8.md", "table8.tex"],
+    "table9": ["table9.csv", "table9.md", "table9.tex"],
+    "table10": ["table10.csv", "table10.md", "table10.tex"],
+    "fig_sigma2_clip": ["fig_sigma2_clip.png", "fig_sigma2_clip.pdf", "fig_sigma2_clip.csv", "fig_sigma2_clip.md"],
+    "ve_process": ["ve_process.csv", "ve_process.md"],
     "continuous": ["continuous.csv", "continuous.md", "continuous.png", "continuous.pdf"],
     "extended": ["extended.csv", "extended.md", "extended.png", "extended.pdf"],
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import continuous, covariance, forward, imperfect, moments, theorems
+from . import continuous, covariance, derivations, forward, imperfect, moments, theorems
 from .core import Identity, Result
 
 #: Switch on once the notebooks exist: then every result must name a notebook file that exists and mentions its id.
@@ -31,6 +31,7 @@ RESULTS: tuple[Result, ...] = (
     continuous.CONTINUOUS,
     imperfect.RESIDUAL_VARIANCE,
     covariance.DIAGONAL_COVARIANCE,
+    *derivations.RESULTS,
 )
 
 #: The notebook that shows each result (``tests/test_notebooks.py`` runs them); set as each entry's ``notebook=``.
@@ -49,6 +50,11 @@ NOTEBOOKS = {
     "corollary4": "notebooks/05_optimal_trajectory.py",
     "residual-variance": "notebooks/09_residual_variance.py",
     "diagonal-covariance": "notebooks/10_diagonal_covariance.py",
+    "eq10-plugin-bias": "notebooks/03_gamma_monte_carlo.py",
+    "tweedie-mixture-any-n": "notebooks/03_gamma_monte_carlo.py",
+    "lemma9-shared-variance": "notebooks/02_theorem1.py",
+    "theorem3-decomposition": "notebooks/05_optimal_trajectory.py",
+    "proposition2-nonconvex": "notebooks/05_optimal_trajectory.py",
 }
 RESULTS = tuple(dataclasses.replace(r, notebook=NOTEBOOKS[r.id]) if r.id in NOTEBOOKS else r for r in RESULTS)
 

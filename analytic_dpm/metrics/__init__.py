@@ -18,7 +18,8 @@ from .features import (
     kernel_metric_name,
     kid_score,
 )
-from .frechet import KIDResult, frechet_distance, kid, polynomial_mmd2_unbiased, trace_sqrt_product
+from .frechet import (KIDResult, frechet_distance, frechet_distance_bootstrap, kid, polynomial_mmd2_unbiased,
+                      trace_sqrt_product)
 from .inception import (
     FID_WEIGHTS_FILENAME,
     FID_WEIGHTS_SHA256,
@@ -49,6 +50,7 @@ __all__ = [
     "fd_score",
     "feature_statistics",
     "frechet_distance",
+    "frechet_distance_bootstrap",
     "kernel_metric_name",
     "kid",
     "kid_score",
