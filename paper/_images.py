@@ -38,14 +38,17 @@ def run_preset(out_dir, preset: str, sub: str, stem: str):
     if res is None:
         res = run_image_experiment(preset, dest, progress=False)
     rows, md = [], [f"# Image experiment, preset {preset!r} (bound in bits/dim and FD-LeNet, not FID)\n\n"]
-    for key, title in (("nll_bits_per_dim", "bound (bits/dim)"), ("fd_lenet", "FD-LeNet")):
-        table = res[key]
+    for key, title in (("nll_bits_per_dim", "bound (bits/dim ± standard error over images)"),
+                       ("fd_lenet", "FD-LeNet (± bootstrap standard error over samples)")):
+        table, se = res[key], res.get(f"{key}_stderr", {})
         Ks = sorted({int(K) for d in table.values() for K in d})
         md.append(f"## {title}\n\n")
         md.append(markdown_table(["method"] + [f"K={k}" for k in Ks],
-                                 [[m] + [fmt(d.get(str(K))) for K in Ks] for m, d in table.items()]) + "\n")
-        rows += [[key, m, int(K), v] for m, d in table.items() for K, v in d.items()]
-    csv_path = write_csv(out_dir / f"{stem}.csv", ["quantity", "method", "K", "value"], rows)
+                                 [[m] + [fmt(d.get(str(K))) + (f" ± {fmt(se[m][str(K)], 2)}" if str(K) in se.get(m, {})
+                                                               else "") for K in Ks]
+                                  for m, d in table.items()]) + "\n")
+        rows += [[key, m, int(K), v, se.get(m, {}).get(K, "")] for m, d in table.items() for K, v in d.items()]
+    csv_path = write_csv(out_dir / f"{stem}.csv", ["quantity", "method", "K", "value", "stderr"], rows)
     md_path = out_dir / f"{stem}.md"
     where = f"results/{preset}/" if dest.parent == RESULTS else f"{sub}/"
     md_path.write_text("".join(md) + f"Full outputs (sample grids, results.json with wall times): {where}\n")

@@ -240,9 +240,10 @@ ab_N = sp.Symbol("ᾱ_N", positive=True)
 bb_N = 1 - ab_N
 m2 = sp.Symbol("m_2", positive=True)  #: E‖x_0‖²/d
 x0c = sp.Symbol("x_0c", real=True)  #: one coordinate of x_0 (random)
-sy.LATEX_NAMES.update({theta: r"\vartheta", K: "K", kk: "k", H0: "H_0", CE_N: "C_N", D_1: "D_1", ab_N: r"\bar\alpha_N", m2: "m_2",
+sy.LATEX_NAMES.update({theta: r"\vartheta", K: "K", kk: "k", H0: "H_0", CE_N: "C_N", D_1: "D_1",
+                       ab_N: r"\bar\alpha_N", m2: "m_2",
                        x0c: "x_0"})
-_traj_samplers = {K: _int_sampler(2, 9)}
+_traj_samplers = {K: _int_sampler(2, 9), ab_N: lambda x: mpmath.mpf(x) * mpmath.mpf("0.998") + mpmath.mpf("0.001")}
 
 
 def _gauss_entropy(var):
@@ -298,12 +299,13 @@ T3_CONSTANT = Identity(
                 + d * (sp.log(2 * sp.pi) + ab_N * m2 + bb_N) / 2),
            Step("= d·KL(N(√ᾱ_N x_0, β̄_N I) ‖ N(0, I))/d averaged over x_0 (kl-isotropic-gaussians)",
                 kl_isotropic(d, bb_N, 1, d * ab_N * m2)),),
-    samplers={ab_N: lambda x: mpmath.mpf(x) * mpmath.mpf("0.998") + mpmath.mpf("0.001")},
+    samplers=_traj_samplers,
 )
 
 T3_TELESCOPE = Identity(
     "theorem3-telescoping-any-K",
-    "for every K: Σ_{k=2}^K [F(k) − F(k−1)] = F(K) − F(1), F(k) = F(k, ϑ) = f(τ_k) = log(β̄_{τ_k}/ᾱ_{τ_k}); so Corollary 4's "
+    "for every K: Σ_{k=2}^K [F(k) − F(k−1)] = F(K) − F(1), F(k) = F(k, ϑ) = f(τ_k) = log(β̄_{τ_k}/ᾱ_{τ_k}); so "
+    "Corollary 4's "
     "cost and log(σ*²/λ²) differ by f(N) − f(1) on every trajectory (corollary4-telescoping, there for K = 6)",
     sp.Sum(F_k(kk, theta) - F_k(kk - 1, theta), (kk, 2, K)),
     F_k(K, theta) - F_k(1, theta),
@@ -340,7 +342,6 @@ Cx = sp.Symbol("C(x_t)", nonnegative=True)  #: tr Cov(x_0 | x_t)/d (random)
 vbar = sp.Symbol("v̄", positive=True)  #: E_{x_t} V(x_t)
 dbar = sp.Symbol("D̄", nonnegative=True)  #: E_{x_t} D(x_t)
 sig2s = sp.Symbol("σ²", positive=True)  #: the shared variance
-yy = sp.Symbol("y", positive=True)
 sy.LATEX_NAMES.update({Vx: "V(x_t)", Dx: "D(x_t)", Cx: "C(x_t)", vbar: r"\bar v", dbar: r"\bar D", sig2s: r"\sigma^2"})
 
 
@@ -375,7 +376,8 @@ L9_EXCESS = Identity(
 _sol9 = sp.solve(sp.diff(_obj.xreplace({dbar: 0}), sig2s), sig2s)
 L9_STATIONARY = Identity(
     "lemma9-shared-stationary",
-    "∂F/∂σ² = (σ² − v̄ − D̄)/(2σ⁴) vanishes only at σ² = v̄ + D̄ (= v̄ for the optimal mean; sympy.solve finds one root)",
+    "∂F/∂σ² = (σ² − v̄ − D̄)/(2σ⁴) vanishes only at σ² = v̄ + D̄ (= v̄ for the optimal mean; sympy.solve finds one "
+    "root)",
     sp.Matrix([[sp.diff(_obj, sig2s), _sol9[0], len(_sol9)]]),
     sp.Matrix([[(sig2s - vbar - dbar) / (2 * sig2s**2), vbar, 1]]),
 )
@@ -457,7 +459,6 @@ v_j = sp.Function("v", positive=True)  #: variance of component j
 sy.LATEX_NAMES.update({n_comp: "n", jj: "j"})
 _A_j = ab_t * v_j(jj) + bb_t  #: variance of component j of q_t
 _n_j = normal_pdf(xt, sp.sqrt(ab_t) * m_j(jj), _A_j)  #: its density at x_t
-_q_mix = LazySum(w_j(jj) * _n_j, (jj, 1, n_comp))  #: q_t(x_t) = Σ_j w_j N(x_t | √ᾱ_t m_j, ᾱ_t v_j + β̄_t)
 _pm_j = m_j(jj) + sp.sqrt(ab_t) * v_j(jj) * (xt - sp.sqrt(ab_t) * m_j(jj)) / _A_j  #: E[x_0 | x_t, j]
 _pv_j = v_j(jj) * bb_t / _A_j  #: Var(x_0 | x_t, j)
 _mix_samplers = {n_comp: _int_sampler(1, 6)}
@@ -536,7 +537,8 @@ TWEEDIE_MIXTURE_N = Result(
     id="tweedie-mixture-any-n",
     title="Tweedie / Lemma 11 for a Gaussian mixture with any number of components, and for a general density",
     paper="P Lemma 11 (App. A.1) and Lemma 10; Theorem 1's third step",
-    summary="For x_0 ~ Σ_{j=1}^n w_j N(m_j, v_j) (any n, proven with a symbolic n): E[x_0|x_t] = (x_t + β̄_t q'/q)/√ᾱ_t "
+    summary="For x_0 ~ Σ_{j=1}^n w_j N(m_j, v_j) (any n, proven with a symbolic n): "
+            "E[x_0|x_t] = (x_t + β̄_t q'/q)/√ᾱ_t "
             "and Var(x_0|x_t) = (β̄_t/ᾱ_t)(1 + β̄_t ∂²log q_t) at every x_t, by linearity over the components; for "
             "any C² density with vanishing derivative at infinity E ∂²log q = −E(∂log q)², which gives Lemma 11.",
     identities=(MIX_COMPONENT, MIX_MEAN, MIX_SECOND, MIX_VARIANCE, L11_POINTWISE, L11_BOUNDARY),
