@@ -223,8 +223,8 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
     """Heads → head check → bounds (ET and OT) → samples → FD-LeNet; returns the results (also results.json)."""
     import torch
 
-    from .metrics import FeatureStatistics, frechet_distance, train_feature_classifier
     from .models import TorchHeadedModel
+    from .pipeline import fd_lenet_setup
     from .pretrained_eval import sample_fd_table
 
     preset = config if isinstance(config, str) else None
@@ -275,17 +275,8 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
     # 4. FD-LeNet of samples, one classifier for all rows
     t0 = time.perf_counter()
     (out / "samples").mkdir(exist_ok=True)
-    clf = train_feature_classifier(train_set.images, train_set.labels, steps=bcfg.lenet_steps, seed=bcfg.seed,
-                                   test_images=test_set.images, test_labels=test_set.labels)
-    extractor = clf.model.eval()
-
-    def features(x):
-        with torch.no_grad():
-            return extractor(torch.as_tensor(np.asarray(x, dtype=np.float32))).double().numpy()
-
-    ref = FeatureStatistics.from_features(features(test_set.images))
-    n_floor = min(config.fd_samples, len(train_set))
-    floor = frechet_distance(ref, FeatureStatistics.from_features(features(train_set.images[:n_floor])))
+    clf, features, ref, n_floor, floor = fd_lenet_setup(train_set, test_set, bcfg.lenet_steps, bcfg.seed,
+                                                        config.fd_samples)
     fd_se = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -171,12 +171,32 @@ def _finished_model(path: pathlib.Path, ucfg, config):
     return load_model(path), {"steps": int(meta["steps"]), "final_loss": loss}
 
 
+def fd_lenet_setup(train_set, test_set, lenet_steps: int, seed: int, fd_samples: int):
+    """The FD-LeNet scorer of the image tables: (classifier, features(x) -> (B, D) float64, reference statistics of
+    the test images, number of training images for the floor, floor = FD of that many real training images)."""
+    import torch
+
+    from .metrics import FeatureStatistics, frechet_distance, train_feature_classifier
+
+    clf = train_feature_classifier(train_set.images, train_set.labels, steps=lenet_steps, seed=seed,
+                                   test_images=test_set.images, test_labels=test_set.labels)
+    extractor = clf.model.eval()
+
+    def features(x):
+        with torch.no_grad():
+            return extractor(torch.as_tensor(np.asarray(x, dtype=np.float32))).double().numpy()
+
+    ref = FeatureStatistics.from_features(features(test_set.images))
+    n_floor = min(fd_samples, len(train_set))
+    floor = frechet_distance(ref, FeatureStatistics.from_features(features(train_set.images[:n_floor])))
+    return clf, features, ref, n_floor, floor
+
+
 def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir="image_out", device=None,
                          progress: bool | None = None, log=print) -> dict:
     """Train → Γ → bounds (ET and OT) → samples → FD-LeNet; returns the results dictionary (also saved as JSON)."""
     import torch
 
-    from .metrics import FeatureStatistics, frechet_distance, train_feature_classifier
     from .models import TorchEpsModel, UNet, UNetConfig, save_model, train
 
     if isinstance(config, str):
@@ -290,17 +310,8 @@ def run_image_experiment(config: ImageExperimentConfig | str = "digits", out_dir
     # 4. Table 2 analogue: FD-LeNet of samples
     t0 = time.perf_counter()
     (out / "samples").mkdir(exist_ok=True)
-    clf = train_feature_classifier(train_set.images, train_set.labels, steps=config.lenet_steps, seed=config.seed,
-                                   test_images=test_set.images, test_labels=test_set.labels)
-    extractor = clf.model.eval()
-
-    def features(x):
-        with torch.no_grad():
-            return extractor(torch.as_tensor(np.asarray(x, dtype=np.float32))).double().numpy()
-
-    ref = FeatureStatistics.from_features(features(test_set.images))
-    n_floor = min(config.fd_samples, len(train_set))
-    floor = frechet_distance(ref, FeatureStatistics.from_features(features(train_set.images[:n_floor])))
+    clf, features, ref, n_floor, floor = fd_lenet_setup(train_set, test_set, config.lenet_steps, config.seed,
+                                                        config.fd_samples)
 
     def save_grids(m, K, x, _):
         if K == min(config.Ks) or K == max(config.Ks):

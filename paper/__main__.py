@@ -25,7 +25,8 @@ TARGETS = {
     "table1": ("paper.table1", "Table 1 analogue: exact bound in bits/dim, ET and OT (toy Gaussian)"),
     "table2": ("paper.table2", "Table 2 analogue: exact Fréchet distance, five methods, ET and OT (toy Gaussian)"),
     "fig_gamma_M": ("paper.fig_gamma_M", "Monte Carlo Γ̂ against M versus the exact Γ (toy Gaussian)"),
-    "table5": ("paper.table5", "Table 5 analogue: bound and FD at K = 10 with Γ̂ from M samples, 5 seeds"),
+    "table5": ("paper.table5", "Table 5 analogue: bound and FD at K = 10 with Γ̂ from M samples, 20 seeds, mean ± "
+               "standard error and the O(1/M) rate of the bias"),
     "table6": ("paper.table6", "Table 6 analogue: analytic-DDPM with Γ̂ from M = 10 against DDPM, K = 10…400"),
     "fig_bounds": ("paper.fig_bounds", "Figures 7 and 9 analogue: Theorem 2 bounds against n; how often σ̂² is clipped"),
     "fig_et_ot": ("paper.fig_et_ot", "Figure 13 analogue: ET against OT (bound and FD against K, the OT timesteps)"),
@@ -41,6 +42,8 @@ TARGETS = {
                         "clip against K (toy Gaussian)"),
     "ve_process": ("paper.ve_process", "VE process beside VP: σ*² rescaled by 1 + σ_s², checked exactly on the toy "
                    "Gaussian"),
+    "ot_decoder": ("paper.ot_decoder", "why the bound-matrix OT is not monotone in K: the jump to the decoder "
+                   "(committed Fashion-MNIST network; fast: digits)"),
     "residual": ("paper.residual", "the network's actual mean: residual variance, direct 1 − Γ̂ and R̂, OT under "
                  "Monte Carlo noise (toy Gaussian, exact)"),
     "continuous": ("paper.continuous", "continuous time (VP SDE): the cost of interpolating Γ between grid points "

@@ -38,7 +38,7 @@ EXPECTED = {
     "table1": ["table1.csv", "table1.md", "table1.tex"],
     "table2": ["table2.csv", "table2.md", "table2.tex"],
     "fig_gamma_M": ["fig_gamma_M.png", "fig_gamma_M.pdf", "fig_gamma_M.csv", "fig_gamma_M.md"],
-    "table5": ["table5.csv", "table5.md", "table5.tex"],
+    "table5": ["table5.csv", "table5_rate.csv", "table5.md", "table5.tex"],
     "table6": ["table6.csv", "table6.md", "table6.tex"],
     "fig_bounds": ["fig_bounds.png", "fig_bounds.pdf", "fig_bounds.csv", "fig_bounds.md"],
     "fig_et_ot": ["fig_et_ot.png", "fig_et_ot.pdf", "fig_et_ot.csv", "fig_et_ot.md"],
@@ -50,6 +50,7 @@ EXPECTED = {
     "table10": ["table10.csv", "table10.md", "table10.tex"],
     "fig_sigma2_clip": ["fig_sigma2_clip.png", "fig_sigma2_clip.pdf", "fig_sigma2_clip.csv", "fig_sigma2_clip.md"],
     "ve_process": ["ve_process.csv", "ve_process.md"],
+    "ot_decoder": ["ot_decoder.csv", "ot_decoder.md", "ot_decoder.png", "ot_decoder.pdf"],
     "continuous": ["continuous.csv", "continuous.md", "continuous.png", "continuous.pdf"],
     "extended": ["extended.csv", "extended.md", "extended.png", "extended.pdf"],
 }
