@@ -16,8 +16,9 @@
 # %% [markdown]
 # # 02 · Theorem 1 on toy data: the optimal reverse variance
 #
-# Registry entries shown here: **`theorem1`**, **`lemma13`**, **`moment-matching`**, **`corollary2`** and
-# **`continuous-time`**.
+# Registry entries shown here: **`theorem1`**, **`lemma13`**, **`moment-matching`**, **`corollary2`**,
+# **`continuous-time`** and **`lemma9-shared-variance`** (why one σ² shared by all x_t is optimal at the *average*
+# posterior variance).
 #
 # The reverse transition $p(x_s \mid x_t) = \mathcal N(\mu(x_t), \sigma^2 I)$ closest in KL to the forward process
 # matches moments (Lemma 1): its mean is $E[x_s \mid x_t]$ and its variance the average posterior variance. Lemma 13
@@ -37,7 +38,9 @@
 # 2. σ*² minimizes each term of the variational bound (moment matching), with minimum ½ log(σ*²/λ²);
 # 3. the one sampling loop, driven by the exact ε*, produces the Gaussian that `toy.evaluate_exact` predicts;
 # 4. the variances against n, like the paper's Figure 1(a), and the bound's terms, like Figure 1(b);
-# 5. continuous time (App. E): as the step h = t − s shrinks, σ*² → β(t)h, with the score entering only at order h².
+# 5. continuous time (App. E): as the step h = t − s shrinks, σ*² → β(t)h, with the score entering only at order h²;
+# 6. Lemma 9 on the non-Gaussian mixture, where Cov(x_s|x_t) changes with x_t: with a shared σ² only the averages
+#    v̄ = E tr Cov(x_s|x_t)/d and D̄ = E‖E[x_s|x_t] − μ(x_t)‖²/d enter, and E‖x_s − μ(x_t)‖²/d = v̄ + D̄ (Monte Carlo).
 
 # %%
 import os
@@ -65,6 +68,7 @@ show("lemma13")
 show("moment-matching", "lemma1-two-moments", "moment-matching-excess")
 show("corollary2", "corollary2")
 show("continuous-time", "app-e-optimal-variance", "continuous-limit-variance", check=False)
+show("lemma9-shared-variance")
 
 # %% tags=["parameters"]
 SIZE = os.environ.get("ADPM_NB_SIZE", "full")  # "small" (the test suite) or "full"
@@ -78,6 +82,7 @@ NUM = 2000 if SMALL else 20000  # Monte Carlo draws for the posterior covariance
 NUM_SAMPLES = 4000 if SMALL else 40000  # samples drawn by the sampling loop
 K_SAMPLER = 10
 VP_GRIDS = (250, 500, 1000, 2000)  # N of the VP-SDE discretisations for the continuous-time limit
+L9_PAIRS = ((1, 112), (223, 334), (667, 778))  # transitions (s, t) for Lemma 9 on the mixture
 Z_TOL = 5.0
 SEED = 0
 
@@ -277,6 +282,65 @@ ax.set_xlabel("h = 1/N"), ax.legend(), ax.set_title("continuous-time limit at t 
 plt.show()
 
 # %% [markdown]
+# ## 6. Lemma 9: one σ² shared by all x_t
+#
+# With $p(x_s|x_t) = \mathcal N(\mu(x_t), \sigma^2 I)$ and σ² the same for every x_t, the averaged cross-entropy is
+# $\tfrac12\log\sigma^2 + (\bar v + \bar D)/(2\sigma^2)$ (`lemma9-shared-average`): of the x_t-dependent
+# $V(x_t) = \mathrm{tr\,Cov}(x_s|x_t)/d$ and $D(x_t) = \|E[x_s|x_t] - \mu(x_t)\|^2/d$ only their averages enter,
+# because the residual $x_s - E[x_s|x_t]$ has mean zero given x_t and so is uncorrelated with any function of x_t. It is
+# minimized by the optimal mean and $\sigma^2 = \bar v = \lambda^2 + c^2 v_t$ (`lemma9-to-lemma13`); with any other
+# mean the best shared σ² is $\bar v + \bar D$ and the excess is $\bar D/(2\sigma^2) + \tfrac12\varphi(\bar v/
+# \sigma^2)$ (`lemma9-shared-excess`, `lemma9-shared-stationary`).
+#
+# On the 2-D mixture (whose posterior covariance does change with x_t): draws of $x_0$, then
+# $x_s \sim q(x_s|x_0)$ and $x_t \sim q(x_t|x_s)$ (the forward chain, not the posterior formulas); the optimal mean
+# $\mu^*(x_t)$ from the exact ε*, and an imperfect one $\mu_b$ from `toy.ImperfectEps` (scale 1.3, bias 0.1). The
+# reference $\bar v$ is `sigma_sq_from_posterior_cov` at the quadrature value of $v_t$ (`mix.references`). The
+# cross term is tested on the same draws, paired: $\|x_s - \mu_b\|^2 - \|x_s - \mu^*\|^2 - \|\mu^* - \mu_b\|^2
+# = 2(x_s - \mu^*)\cdot(\mu^* - \mu_b)$ has mean zero, while the difference without $D$ has mean $\bar D > 0$.
+
+# %%
+l9 = theory.get("lemma9-shared-variance")
+imperfect = toy.ImperfectEps(mix.eps_model(sch), scale=1.3, bias=0.1)
+rng9 = np.random.default_rng(SEED + 9)
+z_l9_opt, z_l9_avg, z_l9_naive, l9_rows = [], [], [], []
+print(f"{'(s, t)':>11} {'v̄ (quadrature)':>15} {'E‖x_s−μ*‖²/d (z)':>22} {'D̄ (z vs 0)':>18} "
+      f"{'cross term (z)':>20}")
+for s_, t_ in L9_PAIRS:
+    v_t = mix.references(sch, timesteps=[t_], tol=1e-9)[1][t_]  # E tr Cov(x_0|x_t)/d, by quadrature (not via Γ)
+    vbar = float(adpm.sigma_sq_from_posterior_cov(sch, s_, t_, v_t))
+    x0m = mix.sample(NUM, seed=SEED + 9 + t_)
+    xs = adpm.sample_marginal(sch, s_, x0m, rng9.standard_normal(x0m.shape))
+    xt = np.sqrt(sch.skip_alpha(s_, t_)) * xs + np.sqrt(sch.skip_beta(s_, t_)) * rng9.standard_normal(x0m.shape)
+    mu_star = adpm.posterior_mean(sch, s_, t_, xt, mix.x0_posterior_mean(sch, xt, t_))
+    mu_b = adpm.posterior_mean(sch, s_, t_, xt, adpm.x0_from_eps(sch, t_, xt, imperfect(xt, t_)))
+    e_star = np.sum((xs - mu_star) ** 2, axis=1) / mix.dim
+    D = np.sum((mu_star - mu_b) ** 2, axis=1) / mix.dim
+    e_b = np.sum((xs - mu_b) ** 2, axis=1) / mix.dim
+    z_of = lambda a, ref: (a.mean() - ref) / (a.std(ddof=1) / np.sqrt(a.size))  # noqa: E731
+    z_l9_opt.append(z_of(e_star, vbar))
+    z_l9_avg.append(z_of(e_b - e_star - D, 0.0))  # = 2(x_s − μ*)·(μ* − μ_b)/d: the cross term averages to 0
+    z_l9_naive.append(z_of(e_b - e_star, 0.0))  # leaving D̄ out is rejected: the check can fail
+    l9_rows.append((s_, t_, vbar, D.mean(), e_b.mean()))
+    print(f"{str((s_, t_)):>11} {vbar:15.6g} {e_star.mean():14.6g} ({z_l9_opt[-1]:+.2f}) {D.mean():10.3g} "
+          f"({z_l9_naive[-1]:+5.1f}) {(e_b - e_star - D).mean():+12.2e} ({z_l9_avg[-1]:+.2f})")
+
+# the shared-σ² objective of the imperfect mean, by Monte Carlo, against the registry's excess at v̄ and D̄
+s_, t_, vbar, Dbar, m_b = l9_rows[-1]
+grid9 = vbar * np.geomspace(0.3, 6.0, 400)
+excess_mc = 0.5 * np.log(grid9 / vbar) + m_b / (2 * grid9) - 0.5  # F(μ_b, σ²) − F(μ*, v̄), with E‖x_s − μ_b‖²/d
+excess_reg = np.array([float(l9.expression("excess").mp(vbar, Dbar, g_)) for g_ in grid9])
+fig, ax = plt.subplots(figsize=(5.5, 3.8))
+ax.semilogx(grid9 / vbar, excess_mc, label="Monte Carlo, imperfect mean")
+ax.semilogx(grid9 / vbar, excess_reg, "--", label="registry: D̄/(2σ²) + ½φ(v̄/σ²)")
+ax.semilogx(grid9 / vbar, [float(l9.expression("excess").mp(vbar, 0, g_)) for g_ in grid9], ":",
+            label="registry, optimal mean (D̄ = 0)")
+ax.axvline(1 + Dbar / vbar, color="k", lw=0.8)
+ax.set_xlabel("σ² / v̄"), ax.set_ylabel("excess cross-entropy (nats/dim)"), ax.legend(fontsize=8)
+ax.set_title(f"Lemma 9 at (s, t) = {(s_, t_)}: minimum at v̄ + D̄")
+plt.show()
+
+# %% [markdown]
 # ## The claims, asserted
 
 # %%
@@ -305,4 +369,9 @@ assert c2_err < 1e-12, c2_err
 # 5. continuous time: σ*²/(β(t)h) → 1 and the second-order expansion is accurate to O(h³)
 assert abs(ratios[-1] - 1) < abs(ratios[0] - 1) < 0.05, ratios
 assert 2.7 < slope < 3.3, slope
+# 6. Lemma 9 on the mixture: E‖x_s − μ*(x_t)‖²/d = v̄ = λ² + c² v_t, and for an imperfect mean
+#    E‖x_s − μ_b(x_t)‖²/d = v̄ + D̄ (the cross term averages to zero), within Z_TOL standard errors; without D the
+#    paired difference is not zero, so D̄ is resolved and the check can fail
+assert max(abs(z) for z in z_l9_opt) < Z_TOL and max(abs(z) for z in z_l9_avg) < Z_TOL, (z_l9_opt, z_l9_avg)
+assert min(abs(z) for z in z_l9_naive) > Z_TOL, z_l9_naive
 print("all claims hold")

@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 03 · Γ by Monte Carlo and its convergence
 #
-# Registry entry shown here: **`tweedie`** (Lemma 11), the identity that makes Γ the only number Theorem 1 needs.
+# Registry entries shown here: **`tweedie`** (Lemma 11), the identity that makes Γ the only number Theorem 1 needs;
+# **`eq10-plugin-bias`** (eq. 10: how an error in Γ̂ becomes an error in σ̂², and the O(1/M) bias it leaves in the
+# bound); and **`tweedie-mixture-any-n`** (Tweedie's formula for a mixture with any number of components).
 #
 # Theorem 1 needs one scalar per timestep, $\Gamma_n = E\|\hat\varepsilon_n(x_n)\|^2/d$ (noise form; the paper's
 # eq. 8 writes it in score form, $E\|\nabla\log q_n\|^2/d = \Gamma_n/\bar\beta_n$). It is estimated once per model by
@@ -35,12 +37,17 @@
 #    M = 1, 10, 100 over repeated trials (Figure 5);
 # 3. the error falls like M^(−1/2) (a fitted slope with its standard error);
 # 4. Tweedie's formula on the non-Gaussian mixture: the posterior covariance by Monte Carlo equals
-#    (β̄/ᾱ)(1 − Γ).
+#    (β̄/ᾱ)(1 − Γ);
+# 5. eq. (10): σ̂² from Γ̂ is unbiased, but the bound computed with it is biased upwards by C_1/M + C_2/M²
+#    (`mc-bound-bias`): measured over many seeds on a small Gaussian, the bias falls like 1/M;
+# 6. Tweedie for mixtures of n = 1, …, 6 components: the library's posterior mean and score give E[x_0|x_t] and
+#    Var(x_0|x_t) by the registry's formulas, against a direct quadrature of the posterior.
 
 # %%
 import os
 import pathlib
 import sys
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -60,6 +67,12 @@ from analytic_dpm.gamma import estimate_gamma, mean_sq_score_from_gamma
 
 
 show("tweedie", "tweedie-mean", "lemma11", "tweedie-gaussian")
+show("eq10-plugin-bias")
+show("tweedie-mixture-any-n", "tweedie-component", "tweedie-mixture-mean-any-n", "tweedie-mixture-variance",
+     "lemma11-general-pointwise", "lemma11-general-boundary")
+# the second moment's proof for a symbolic n takes sympy ~5 s: shown unchecked here
+# (tests/test_theory_derivations.py::test_new_identities_are_symbolic_and_catch_errors proves it)
+show("tweedie-mixture-any-n", "tweedie-mixture-second-moment-any-n", check=False)
 
 # %% tags=["parameters"]
 SIZE = os.environ.get("ADPM_NB_SIZE", "full")  # "small" (the test suite) or "full"
@@ -77,6 +90,10 @@ M_RATE = (4, 16, 64, 256) if SMALL else (4, 16, 64, 256, 1024)
 T_MIX = 6 if SMALL else 24  # mixture timesteps (quadrature costs ~0.1 s each)
 M_MIX = 2000 if SMALL else 20000
 QUAD_TOL = 1e-7
+M_BIAS = (8, 32, 128) if SMALL else (8, 16, 32, 64, 128, 256)  # Monte Carlo sizes for the bias of the bound
+SEEDS_BIAS = 60 if SMALL else 300  # independent Γ̂ per M (the bias is a mean over them)
+N_COMPONENTS = (1, 2, 3, 4, 5, 6)  # mixtures with any number of components
+QUAD_NODES = 4001 if SMALL else 20001  # x_0 grid of the direct posterior quadrature (1-D)
 Z_TOL = 5.0
 SEED = 0
 
@@ -243,6 +260,157 @@ gauss_tweedie_err = np.max(np.abs(tw_gauss / cov_gauss[ts] - 1))
 print(f"Gaussian: posterior_cov_trace vs (β̄/ᾱ)(1 − Γ): max relative difference {gauss_tweedie_err:.1e}")
 
 # %% [markdown]
+# ## 5. Eq. (10): the plug-in σ̂² and the O(1/M) bias of the bound
+#
+# σ̂² depends on Γ̂ linearly, $\hat\sigma^2 - \sigma^{*2} = -g^2(\hat\Gamma_t - \Gamma_t)$ with
+# $g = \sqrt{\bar\beta_t/\alpha_{t|s}} - \sqrt{\bar\beta_s - \lambda^2}$ (eq. 10 in noise form), so an unbiased Γ̂
+# gives an unbiased σ̂². The bound is not linear in σ²: each transition's term
+# $f(\sigma^2) = \tfrac12(\sigma^{*2}/\sigma^2 - 1 + \log(\sigma^2/\lambda^2))$ is smallest at σ*², so any noise in σ̂²
+# raises it. Averaging the cubic Taylor polynomial of f over Γ̂ (`mc-bound-bias`) gives, per transition,
+#
+# $$E f(\hat\sigma^2) - f(\sigma^{*2}) = \frac{g^4 V_1}{4M\sigma^{*4}} + \frac{g^6\kappa_3}{3M^2\sigma^{*6}}
+# + O(M^{-3}),$$
+#
+# with $V_1$ and $\kappa_3$ the variance and third central moment of one sample ‖ε*_t‖²/d (for Gaussian data
+# $2\sum_i\gamma_i^2/d^2$ and $8\sum_i\gamma_i^3/d^3$, `mc-gaussian-single-sample`, `mc-gaussian-third-moment`). Below,
+# a 4-D Gaussian (variances 1, 2, 4, 8) on an 8-step schedule, every step taken: Γ̂ from `estimate_gamma` with the
+# exact ε*, the bound from `toy.evaluate_exact(..., gamma=Γ̂)` (the mean stays exact, so only σ̂² is noisy), SEEDS_BIAS
+# independent seeds per M. The data are chosen so that no Γ̂ leaves [0, 1]: clipping σ̂² into Theorem 2's interval
+# would be a different, non-smooth effect, and a clipping warning stops the cell.
+
+# %%
+eq10 = theory.get("eq10-plugin-bias")
+b_data = toy.GaussianData.from_spectrum(np.zeros(4), np.array([1.0, 2.0, 4.0, 8.0]))
+b_sch = adpm.Schedule.from_betas(np.linspace(0.02, 0.2, 8))
+b_traj = np.arange(b_sch.N + 1)  # K = N = 8
+b_model = b_data.eps_model(b_sch)
+vb_star = toy.evaluate_exact(b_data, b_sch, b_traj, "analytic-ddpm").vb_nats_per_dim
+
+# the prediction, from the registry: the right-hand side of mc-bound-bias, summed over the transitions s >= 1 (the step
+# to s = 0 is the decoder, not part of the bound)
+rhs = theory.identity("mc-bound-bias").rhs
+sym = {str(x): x for x in rhs.free_symbols}
+bias_fn = sp.lambdify([sym[k] for k in ("g²", "V_1", "κ_3", "σ*²", "M")], rhs, "numpy")
+third = theory.identity("mc-gaussian-third-moment")
+third_fn = sp.lambdify(sorted(third.rhs.free_symbols, key=str), third.rhs, "numpy")  # 8γ³ per direction
+var_fn = eq10.expression("gaussian_single_sample_variance")
+terms = []  # (g², V_1, κ_3, σ*², C_1 from the registry's bias_coefficient) per transition
+for s_, t_ in zip(b_traj[1:-1], b_traj[2:]):
+    s_, t_ = int(s_), int(t_)
+    gam_i = gamma_dir(b_sch.alpha_bar[t_], b_data.eigvals)  # Var of each coordinate of ε*_t (Tweedie's expression)
+    d_ = b_data.dim
+    v1 = float(sum(var_fn.mp(g_) for g_ in gam_i)) / d_**2
+    k3 = float(np.sum(third_fn(gam_i))) / d_**3
+    lam2_ = float(adpm.lambda_sq(b_sch, s_, t_))
+    ab_s_, ab_t_ = b_sch.alpha_bar[s_], b_sch.alpha_bar[t_]
+    g2 = float(eq10.expression("amplification").mp(ab_s_, ab_t_, lam2_)) / b_sch.beta_bar[t_]  # g² = (g²β̄_t)/β̄_t
+    star = float(adpm.sigma_sq_opt(b_sch, s_, t_, gam_i.mean()))
+    c1_t = float(eq10.expression("bias_coefficient").mp(ab_s_, ab_t_, lam2_, gam_i.mean(), v1))
+    terms.append((g2, v1, k3, star, c1_t))
+terms = np.array(terms)
+C1 = terms[:, 4].sum()
+M_b = np.array(M_BIAS, dtype=float)
+pred_bias = np.array([sum(bias_fn(*row[:4], M) for row in terms) for M in M_b])
+# the registry's bias_coefficient (in the schedule's symbols) is the 1/M coefficient of mc-bound-bias
+c1_limit_err = abs(1e9 * sum(bias_fn(*row[:4], 1e9) for row in terms) / C1 - 1)
+
+bias_mean, bias_se, gamma_hat_range = [], [], [np.inf, -np.inf]
+with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a clipping warning would make this a different experiment
+    for i, M in enumerate(M_BIAS):
+        ex = np.empty(SEEDS_BIAS)
+        for r in range(SEEDS_BIAS):
+            e_ = estimate_gamma(b_model, b_sch, b_data, timesteps=b_traj[1:], num_samples=M,
+                                seed=100_000 * (i + 1) + r, progress=False)  # independent across M and seeds
+            gamma_hat_range = [min(gamma_hat_range[0], e_.gamma[1:].min()), max(gamma_hat_range[1], e_.gamma[1:].max())]
+            ex[r] = toy.evaluate_exact(b_data, b_sch, b_traj, "analytic-ddpm", gamma=e_.gamma).vb_nats_per_dim - vb_star
+        bias_mean.append(ex.mean())
+        bias_se.append(ex.std(ddof=1) / np.sqrt(SEEDS_BIAS))
+bias_mean, bias_se = np.array(bias_mean), np.array(bias_se)
+z_bias = (bias_mean - pred_bias) / bias_se
+
+
+def wls_slope(x, y, y_se):
+    """Weighted least-squares slope of y on x and its standard error (independent y with standard errors y_se)."""
+    w = 1.0 / y_se**2
+    xw = np.sum(w * x) / np.sum(w)
+    return (np.sum(w * (x - xw) * (y - np.sum(w * y) / np.sum(w))) / np.sum(w * (x - xw) ** 2),
+            1.0 / np.sqrt(np.sum(w * (x - xw) ** 2)))
+
+
+# the log of a mean has standard error se/mean (delta method); the seeds are independent across M
+bias_slope, bias_slope_se = wls_slope(np.log(M_b), np.log(bias_mean), bias_se / bias_mean)
+pred_slope, _ = wls_slope(np.log(M_b), np.log(pred_bias), bias_se / bias_mean)
+print(f"exact bound {vb_star:.6f} nats/dim; C_1 = Σ g⁴V_1/(4σ*⁴) = {C1:.4e}; Γ̂ ranged over "
+      f"[{gamma_hat_range[0]:.3f}, {gamma_hat_range[1]:.3f}]")
+print(f"{'M':>5} {'bias (MC)':>12} {'± se':>10} {'predicted':>12} {'z':>6} {'M·bias':>9}")
+for M, m_, se_, p_, z_ in zip(M_BIAS, bias_mean, bias_se, pred_bias, z_bias):
+    print(f"{M:5d} {m_:12.4e} {se_:10.2e} {p_:12.4e} {z_:+6.2f} {M * m_:9.5f}")
+print(f"fitted slope of log bias vs log M: {bias_slope:.3f} ± {bias_slope_se:.3f}; the prediction's own slope over "
+      f"these M: {pred_slope:.3f} (the C_2/M² term); −1 exactly as M → ∞")
+
+fig, ax = plt.subplots(figsize=(5.5, 3.8))
+ax.errorbar(M_b, M_b * bias_mean, yerr=M_b * bias_se, fmt="o", label=f"M · bias, {SEEDS_BIAS} seeds each")
+Mg = np.geomspace(M_b[0], M_b[-1], 50)
+ax.semilogx(Mg, [Mv * sum(bias_fn(*row[:4], Mv) for row in terms) for Mv in Mg], "-", label="mc-bound-bias")
+ax.axhline(C1, color="k", lw=0.8, ls=":", label="C_1 (leading term)")
+ax.set_xlabel("M"), ax.set_ylabel("M · (E bound(Γ̂) − bound(Γ)) (nats/dim)"), ax.legend(fontsize=8)
+ax.set_title("the plug-in bound's bias × M is constant")
+plt.show()
+
+# %% [markdown]
+# ## 6. Tweedie for a mixture with any number of components
+#
+# `tweedie-mixture-any-n` proves, for a symbolic number n of components, $E[x_0|x_t] = (x_t + \bar\beta_t q'/q)/
+# \sqrt{\bar\alpha_t}$ and $\mathrm{Var}(x_0|x_t) = (\bar\beta_t/\bar\alpha_t)(1 + \bar\beta_t(q''/q - (q'/q)^2))$ at
+# every $x_t$, with q the density of $x_t$. Here: random 1-D mixtures with n = 1, …, 6 components; $q'/q$ is the
+# library's `score`, $q''/q - (q'/q)^2 = \partial_x\,\mathrm{score}$ a central difference of it. The reference is a
+# direct quadrature of the posterior $q(x_0|x_t) \propto q_0(x_0)\,\mathcal N(x_t; \sqrt{\bar\alpha_t}x_0,
+# \bar\beta_t)$ on a grid of x_0 (with $q_0$ from the library's `log_prob` at n = 0), which uses neither the score
+# nor Tweedie. Errors are in units of the posterior's scale √(β̄/ᾱ) (mean) and β̄/ᾱ (variance); the variance's
+# tolerance is set by the central difference (step h = 10⁻⁴√β̄_t, error ∝ h²), not by the quadrature.
+
+# %%
+tw_n = theory.get("tweedie-mixture-any-n")
+pm_fn = sp.lambdify(tw_n.expression("posterior_mean").args, tw_n.expression("posterior_mean").expanded, "numpy")
+pv_fn = sp.lambdify(tw_n.expression("posterior_var").args, tw_n.expression("posterior_var").expanded, "numpy")
+rng_n = np.random.default_rng(SEED + 16)
+x_grid = np.linspace(-2.5, 2.5, 11)
+mix_mean_err, mix_var_err, lib_mean_err = [], [], []
+for n_c in N_COMPONENTS:
+    w_ = rng_n.uniform(0.2, 1.0, n_c)
+    m_, v_ = rng_n.normal(size=n_c), rng_n.uniform(0.02, 0.5, n_c)
+    mix_n = toy.GaussianMixtureData(w_ / w_.sum(), m_[:, None], v_[:, None])
+    # the grid covers every component to 12 sd and the x_t grid itself (at small t the posterior sits near x_t)
+    lo = min((m_ - 12 * np.sqrt(v_)).min(), x_grid.min() - 1.0)
+    hi = max((m_ + 12 * np.sqrt(v_)).max(), x_grid.max() + 1.0)
+    x0g = np.linspace(lo, hi, QUAD_NODES)
+    log_q0 = mix_n.log_prob(sch, x0g[:, None], 0)
+    worst = [0.0, 0.0, 0.0]
+    for t_ in (10, 100, 400, 1000):
+        ab, bb = sch.alpha_bar[t_], sch.beta_bar[t_]
+        # direct posterior quadrature (trapezoid on a uniform grid: the end weights are ~1e-30 of the peak)
+        logp = log_q0[None, :] - (x_grid[:, None] - np.sqrt(ab) * x0g[None, :]) ** 2 / (2 * bb)
+        p = np.exp(logp - logp.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        ref_mean = p @ x0g
+        ref_var = p @ x0g**2 - ref_mean**2
+        score = mix_n.score(sch, x_grid[:, None], t_)[:, 0]
+        hstep = 1e-4 * np.sqrt(bb)
+        dscore = (mix_n.score(sch, x_grid[:, None] + hstep, t_)[:, 0]
+                  - mix_n.score(sch, x_grid[:, None] - hstep, t_)[:, 0]) / (2 * hstep)
+        tw_mean = pm_fn(ab, x_grid, 1.0, score)  # q = 1, q' = score: only the ratios enter
+        tw_var = pv_fn(ab, 1.0, score, dscore + score**2)
+        lib_mean = mix_n.x0_posterior_mean(sch, x_grid[:, None], t_)[:, 0]
+        scale_v = bb / ab  # the posterior variance of x_0 under a flat prior: the natural unit
+        worst[0] = max(worst[0], np.max(np.abs(tw_mean - ref_mean)) / np.sqrt(scale_v))
+        worst[1] = max(worst[1], np.max(np.abs(tw_var - ref_var)) / scale_v)
+        worst[2] = max(worst[2], np.max(np.abs(tw_mean - lib_mean)) / np.sqrt(scale_v))
+    mix_mean_err.append(worst[0]), mix_var_err.append(worst[1]), lib_mean_err.append(worst[2])
+    print(f"n = {n_c}: Tweedie vs quadrature: mean {worst[0]:.1e} (in √(β̄/ᾱ)), variance {worst[1]:.1e} (in β̄/ᾱ); "
+          f"Tweedie mean vs x0_posterior_mean {worst[2]:.1e}")
+
+# %% [markdown]
 # ## The claims, asserted
 
 # %%
@@ -265,4 +433,17 @@ assert abs(slope + 0.5) < Z_TOL * slope_se and slope_se < 0.1, (slope, slope_se)
 assert np.max(np.abs(z_mix_cov)) < Z_TOL, z_mix_cov
 assert max(tweedie_err) < 1.0, tweedie_err
 assert gauss_tweedie_err < 1e-9, gauss_tweedie_err
+# 5. eq. (10): the plug-in bound is biased upwards by mc-bound-bias's C_1/M + C_2/M² (within Z_TOL standard errors of
+#    the seed average at every M; no Γ̂ was clipped), so the bias falls like 1/M: the fitted log-log slope is the
+#    prediction's within Z_TOL of its standard error (from the seeds' spread), and a 1/√M rate is rejected
+assert 0.0 < gamma_hat_range[0] and gamma_hat_range[1] < 1.0, gamma_hat_range
+assert c1_limit_err < 1e-6, c1_limit_err
+assert np.all(bias_mean > Z_TOL * bias_se), (bias_mean, bias_se)
+assert np.max(np.abs(z_bias)) < Z_TOL, z_bias
+assert abs(bias_slope - pred_slope) < Z_TOL * bias_slope_se and abs(pred_slope + 1) < 0.05, (bias_slope, pred_slope)
+assert abs(bias_slope + 0.5) > Z_TOL * bias_slope_se, (bias_slope, bias_slope_se)
+# 6. Tweedie for n = 1..6 components: (x + β̄ score)/√ᾱ is the posterior mean, and (β̄/ᾱ)(1 + β̄ ∂score) the posterior
+#    variance, of a direct quadrature (errors ~ the central difference's, h²); and the same mean as x0_posterior_mean
+assert max(mix_mean_err) < 1e-10 and max(lib_mean_err) < 1e-10, (mix_mean_err, lib_mean_err)
+assert max(mix_var_err) < 1e-7, mix_var_err
 print("all claims hold")

@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 05 · The optimal trajectory
 #
-# Registry entries shown here: **`theorem3`** and **`corollary4`**.
+# Registry entries shown here: **`theorem3`**, **`corollary4`**, **`theorem3-decomposition`** (Theorem 3 for any K,
+# with a constant that does not depend on the trajectory's interior) and **`proposition2-nonconvex`** (each bound
+# term is unimodal but not convex in σ², convex in 1/σ²).
 #
 # With the optimal mean and variance, the KL between the forward process on a trajectory
 # $1 = \tau_1 < \dots < \tau_K = N$ and the reverse process decomposes into one cost per transition (Theorem 3,
@@ -31,12 +33,15 @@
 # quantity is exact, so this notebook checks:
 #
 # 1. Theorem 3: the exact bound of any trajectory equals the prior term plus ½ Σ J, and the Corollary 4 cost gives the
-#    same optimum, its total shifted by the telescoped constant;
+#    same optimum, its total shifted by the telescoped constant; the constant, on data with a non-zero mean, is the
+#    registry's E KL(q(x_N|x_0) ‖ N(0, I))/d on every random trajectory (`theorem3-decomposition`);
 # 2. the dynamic programme against exhaustive search on a small schedule;
 # 3. the analogue of Table 1's rows: the bound (bits/dim) of the even (ET) and optimal (OT) trajectories, for the
 #    analytic variance and for σ² = β_n (whose OT minimizes its own per-transition bound terms);
 # 4. the OT's timesteps;
-# 5. the Fréchet distance of ET against OT, like the paper's Figure 13.
+# 5. the Fréchet distance of ET against OT, like the paper's Figure 13;
+# 6. Proposition 2: a transition's bound term as a function of σ² curves downwards beyond 2σ*², so the variance
+#    cannot be found by convex optimization in σ² (though in the precision 1/σ² it can).
 
 # %%
 import itertools
@@ -57,13 +62,15 @@ from theory.render import show
 
 import analytic_dpm as adpm
 from analytic_dpm import toy
-from analytic_dpm.likelihood import exact_mean_transition_kl
+from analytic_dpm.likelihood import exact_mean_transition_kl, prior_kl_per_dim
 from analytic_dpm.optimal_trajectory import (analytic_ddpm_cost, optimal_trajectories, optimal_trajectories_from_costs,
                                              optimal_trajectory, trajectory_cost)
 
 
 show("theorem3", "theorem3-cost", check=False)
 show("corollary4", check=False)
+show("theorem3-decomposition")
+show("proposition2-nonconvex")
 
 # %% tags=["parameters"]
 SIZE = os.environ.get("ADPM_NB_SIZE", "full")  # "small" (the test suite) or "full"
@@ -74,6 +81,7 @@ N = 1000
 DIM = 64 if SMALL else 3072  # the built-in Gaussian with a spread spectrum of variances
 KS = (10, 25, 50, 100) if SMALL else (10, 25, 50, 100, 200, 400)
 N_RANDOM = 5  # random trajectories for the Theorem 3 check
+N_RANDOM_CONST = 8 if SMALL else 30  # random trajectories for the constant of theorem3-decomposition
 SEED = 0
 
 # %%
@@ -117,6 +125,34 @@ for K in KS:
     c4_shift.append(abs((a.cost - b.cost) - offset) / abs(offset))
 print(f"Corollary 4: same optimal trajectory for every K: {all(c4_same)}; "
       f"cost difference − (f(N) − f(1)): max relative {max(c4_shift):.1e}")
+
+# %% [markdown]
+# The constant $c$ of Theorem 3 involves only τ_1 = 1, τ_K = N and the data (`theorem3-constant`): leaving out the
+# decoder and H(q(x_0)), it is $E\,\mathrm{KL}(q(x_N|x_0)\,\|\,\mathcal N(0, I))/d =
+# \tfrac12(\bar\beta_N + \bar\alpha_N E\|x_0\|^2/d - 1 - \log\bar\beta_N)$. On an 8-D Gaussian with a non-zero mean
+# (so that E‖x_0‖²/d is not tr Σ/d), with J built from `one_minus_gamma=` (1 − Γ without cancellation), the bound
+# minus ½ Σ J on random trajectories with K = 2…60 is that sympy expression every time.
+
+# %%
+t3d = theory.get("theorem3-decomposition")
+rng_c = np.random.default_rng(SEED + 3)
+data_c = toy.GaussianData.from_spectrum(rng_c.normal(size=8) * 0.5, rng_c.uniform(0.01, 1.0, 8))
+cost_c = analytic_ddpm_cost(sch, one_minus_gamma=data_c.one_minus_gamma(sch), form="log_ratio", data_range=None)
+prior_sympy = float(t3d.expression("prior_kl").mp(sch.alpha_bar[N], data_c.second_moment_per_dim()))
+prior_lib = float(prior_kl_per_dim(sch, N, data_c.second_moment_per_dim()))
+consts, vb_scale = [], 0.0
+for _ in range(N_RANDOM_CONST):
+    K = int(rng_c.integers(2, 61))
+    tr = np.concatenate([[0, 1], np.sort(rng_c.choice(np.arange(2, N), K - 2, replace=False)), [N]])
+    vb = toy.evaluate_exact(data_c, sch, tr, "analytic-ddpm").vb_nats_per_dim
+    consts.append(vb - 0.5 * trajectory_cost(cost_c, tr))
+    vb_scale = max(vb_scale, abs(vb))
+consts = np.array(consts)
+const_spread = float(np.ptp(consts)) / vb_scale
+const_err = float(np.max(np.abs(consts - prior_sympy))) / vb_scale
+print(f"bound − ½ Σ J over {N_RANDOM_CONST} random trajectories: {consts.min():.15f} … {consts.max():.15f}\n"
+      f"registry prior_kl (sympy): {prior_sympy:.15f};  likelihood.prior_kl_per_dim: {prior_lib:.15f}\n"
+      f"spread / bound: {const_spread:.1e}; max |constant − prior_kl| / bound: {const_err:.1e}")
 
 # %% [markdown]
 # ## 2. The dynamic programme against exhaustive search
@@ -218,12 +254,61 @@ plt.show()
 # only at small t, exactly where the OT puts its steps. The toy has an exact mean at every step; on images the
 # network's error at the few large high-noise steps of the OT (where global structure forms) is a plausible cause of
 # the paper's opposite finding, which this exact setting cannot reproduce.
+
+# %% [markdown]
+# ## 6. Proposition 2: the bound term is not convex in σ²
 #
+# With the exact mean a transition's term is $L(\sigma^2) = \tfrac12(\sigma^{*2}/\sigma^2 - 1 + \log(\sigma^2/
+# \lambda^2))$ (`likelihood.exact_mean_transition_kl`); sympy finds $L'' = (2\sigma^{*2} - \sigma^2)/(2\sigma^6)$
+# (`prop2-derivatives`), negative beyond 2σ*². Below, second differences of the library's L on a uniform σ² grid, for
+# every transition of the 10-step ET, against the registry's L'', and the second differences of L(1/ρ) in the
+# precision ρ, all positive (`prop2-convex-in-precision`).
+
+# %%
+p2 = theory.get("proposition2-nonconvex")
+et10 = adpm.even_trajectory(N, 10)
+r_grid = np.linspace(0.5, 8.0, 1501)  # σ²/σ*², spacing 0.005 (second differences: error ∝ (h/σ²)²)
+p2_fd_err, p2_sign_ok, p2_prec_ok = 0.0, [], []
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+for s_, t_ in zip(et10[1:-1], et10[2:]):
+    s_, t_ = int(s_), int(t_)
+    c0_, _, l2_ = (float(v) for v in adpm.posterior_coefficients(sch, s_, t_))
+    star = float(adpm.sigma_sq_opt(sch, s_, t_, gamma[t_]))
+    sig2 = star * r_grid
+    hh = star * (r_grid[1] - r_grid[0])
+    L = exact_mean_transition_kl(l2_, sig2, c0_, cov[t_])
+    fd2 = (L[:-2] - 2 * L[1:-1] + L[2:]) / hh**2
+    ref = np.array([float(p2.expression("second_derivative").mp(v, star)) for v in sig2[1:-1]])
+    p2_fd_err = max(p2_fd_err, float(np.max(np.abs(fd2 - ref)) / np.max(np.abs(ref))))
+    inner = r_grid[1:-1]
+    p2_sign_ok.append(bool(np.all(fd2[inner < 1.99] > 0) and np.all(fd2[inner > 2.01] < 0)))
+    rho = np.linspace(0.1, 5.0, 491) / star  # precision grid
+    Lr = exact_mean_transition_kl(l2_, 1.0 / rho, c0_, cov[t_])
+    p2_prec_ok.append(bool(np.all(Lr[:-2] - 2 * Lr[1:-1] + Lr[2:] > 0)))
+    axes[0].plot(r_grid, L - L.min(), label=f"(s, t) = ({s_}, {t_})")
+    axes[1].plot(inner, fd2 * star**2, lw=0.8)
+axes[0].axvline(2.0, color="k", lw=0.8, ls=":"), axes[1].axvline(2.0, color="k", lw=0.8, ls=":")
+axes[1].plot(r_grid, (2 - r_grid) / (2 * r_grid**3), "k--", lw=1, label="(2 − r)/(2r³) (sympy L''·σ*⁴)")
+axes[1].axhline(0, color="k", lw=0.5)
+axes[0].set_xlabel("σ² / σ*²"), axes[0].set_ylabel("L(σ²) − L(σ*²) (nats/dim)"), axes[0].legend(fontsize=7)
+axes[1].set_xlabel("σ² / σ*²"), axes[1].set_ylabel("σ*⁴ · second difference of L"), axes[1].legend(fontsize=8)
+axes[1].set_ylim(-0.1, 1.0), axes[0].set_title("bound terms (exact mean)")
+axes[1].set_title("curvature: < 0 beyond 2σ*²")
+fig.tight_layout()
+plt.show()
+print(f"second difference vs sympy L'': max error {p2_fd_err:.1e} (relative to max |L''|); sign changes at 2σ*² on "
+      f"{sum(p2_sign_ok)}/{len(p2_sign_ok)} transitions; convex in 1/σ² on {sum(p2_prec_ok)}/{len(p2_prec_ok)}")
+
+# %% [markdown]
 # ## The claims, asserted
 
 # %%
 # 1. Theorem 3: bound = prior + ½ Σ_k J(τ_{k−1}, τ_k) for every trajectory (exact data, nats/dim)
 assert theorem3_gap < 1e-10, theorem3_gap
+#    theorem3-decomposition: bound − ½ Σ J is one number on every random trajectory (to float64 rounding of a sum of
+#    ≤ 60 terms), the registry's prior_kl, which is also the library's prior_kl_per_dim
+assert const_spread < 1e-13 and const_err < 1e-12, (const_spread, const_err)
+assert abs(prior_lib - prior_sympy) < 1e-13 * abs(prior_sympy), (prior_lib, prior_sympy)
 #    Corollary 4: its cost gives the same optimal trajectory; the totals differ by f(N) − f(1)
 assert all(c4_same) and max(c4_shift) < 1e-9, (c4_same, c4_shift)
 # 2. the DP is exact: it matches exhaustive search
@@ -241,4 +326,8 @@ assert beta_cost_gap < 1e-10, beta_cost_gap
 assert max(median_ratio) < 0.5 and min(last_jump) > N // 4, (median_ratio, last_jump)
 # 5. Figure 13 on toy data: the OT also has the lower FD at every K (the opposite of the paper's finding on images)
 assert all(ot_wins_fd), ot_wins_fd
+# 6. Proposition 2: the library's bound term has the registry's L'' (second differences, O(h²) accurate), positive
+#    below and negative above 2σ*² on every transition: not convex in σ²; convex in the precision 1/σ²
+assert p2_fd_err < 1e-3, p2_fd_err
+assert all(p2_sign_ok) and all(p2_prec_ok), (p2_sign_ok, p2_prec_ok)
 print("all claims hold")

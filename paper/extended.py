@@ -17,6 +17,8 @@ import json
 import os
 import time
 
+from analytic_dpm.covariance_experiment import shown_bounds
+
 from ._common import fmt, markdown_table, pyplot, save_figure, write_csv, write_sidecar
 from ._images import RESULTS
 
@@ -58,7 +60,7 @@ def run(out_dir, fast: bool = False):
         Ks = [int(k) for k in res["config"]["Ks"]]
         md.append(f"## {res['base_config']['dataset']} ({name})\n\n### bound (bits/dim ± standard error over "
                   f"{res['config']['nll_images']} held-out images)\n\n")
-        nll, se = res["nll_bits_per_dim"], res["nll_bits_per_dim_stderr"]
+        nll, se = shown_bounds(res)
         md.append(markdown_table(["trajectory, method"] + [f"K={k}" for k in Ks],
                                  [[m] + [(f"{fmt(d[str(K)], 4)} ± {fmt(se[m][str(K)], 2)}" if str(K) in d else "—")
                                          for K in Ks] for m, d in nll.items()]) + "\n")
@@ -81,7 +83,7 @@ def run(out_dir, fast: bool = False):
     fig, axes = plt.subplots(2, len(runs), figsize=(5.5 * len(runs), 8), squeeze=False)
     for j, (res, name) in enumerate(runs):
         ax = axes[0, j]
-        nll, se = res["nll_bits_per_dim"], res["nll_bits_per_dim_stderr"]
+        nll, se = shown_bounds(res)
         for m, d in nll.items():
             if not m.startswith("ET"):
                 continue
