@@ -18,7 +18,8 @@
 #
 # Registry entries shown here: **`tweedie`** (Lemma 11), the identity that makes Γ the only number Theorem 1 needs;
 # **`eq10-plugin-bias`** (eq. 10: how an error in Γ̂ becomes an error in σ̂², and the O(1/M) bias it leaves in the
-# bound); and **`tweedie-mixture-any-n`** (Tweedie's formula for a mixture with any number of components).
+# bound); **`tweedie-mixture-any-n`** (Tweedie's formula for a mixture with any number of components); and
+# **`tweedie-matrix`** (Prop. 1, eq. 15: the matrix form Cov(x_0|x_t) = (β̄/ᾱ)(I + β̄ ∇²log q_t), proven in d = 2).
 #
 # Theorem 1 needs one scalar per timestep, $\Gamma_n = E\|\hat\varepsilon_n(x_n)\|^2/d$ (noise form; the paper's
 # eq. 8 writes it in score form, $E\|\nabla\log q_n\|^2/d = \Gamma_n/\bar\beta_n$). It is estimated once per model by
@@ -73,6 +74,7 @@ show("tweedie-mixture-any-n", "tweedie-component", "tweedie-mixture-mean-any-n",
 # the second moment's proof for a symbolic n takes sympy ~5 s: shown unchecked here
 # (tests/test_theory_derivations.py::test_new_identities_are_symbolic_and_catch_errors proves it)
 show("tweedie-mixture-any-n", "tweedie-mixture-second-moment-any-n", check=False)
+show("tweedie-matrix", "tweedie-matrix-mean", "tweedie-matrix-covariance", "tweedie-matrix-trace")
 
 # %% tags=["parameters"]
 SIZE = os.environ.get("ADPM_NB_SIZE", "full")  # "small" (the test suite) or "full"
@@ -411,6 +413,29 @@ for n_c in N_COMPONENTS:
           f"Tweedie mean vs x0_posterior_mean {worst[2]:.1e}")
 
 # %% [markdown]
+# ## 7. The matrix form (Prop. 1, eq. 15) on a rotated 2-D Gaussian
+#
+# `tweedie-matrix` gives Cov(x_0 | x_t) = (β̄_t/ᾱ_t)(I + β̄_t ∇²log q_t(x_t)) at every x_t. With the library's score of a
+# rotated (non-diagonal) 2-D Gaussian and a central difference for its Jacobian, the registry's expression is the exact
+# posterior covariance U diag(posterior_cov_eigvals) Uᵀ.
+
+# %%
+tw_m = theory.get("tweedie-matrix")
+g2 = toy.GaussianData.from_spectrum([0.3, -0.2], [0.05, 0.6], basis=np.array([[0.8, -0.6], [0.6, 0.8]]))
+sched2 = adpm.Schedule.linear(1000)
+cov_err = []
+for n in (5, 100, 600):
+    x = np.array([[0.4, -0.7]])
+    h = 1e-4
+    H = np.stack([(g2.score(sched2, x + h * e, n) - g2.score(sched2, x - h * e, n))[0] / (2 * h)
+                  for e in np.eye(2)], axis=1)
+    got = np.array(tw_m.expression("posterior_cov").mp(sched2.alpha_bar[n], H[0, 0], 0.5 * (H[0, 1] + H[1, 0]),
+                                                        H[1, 1]).tolist(), dtype=float)
+    want = g2.basis @ np.diag(g2.posterior_cov_eigvals(sched2, n)) @ g2.basis.T
+    cov_err.append(float(np.max(np.abs(got - want))))
+print("max |Cov from the Hessian − exact posterior covariance|:", max(cov_err))
+
+# %% [markdown]
 # ## The claims, asserted
 
 # %%
@@ -446,4 +471,6 @@ assert abs(bias_slope + 0.5) > Z_TOL * bias_slope_se, (bias_slope, bias_slope_se
 #    variance, of a direct quadrature (errors ~ the central difference's, h²); and the same mean as x0_posterior_mean
 assert max(mix_mean_err) < 1e-10 and max(lib_mean_err) < 1e-10, (mix_mean_err, lib_mean_err)
 assert max(mix_var_err) < 1e-7, mix_var_err
+# 7. Prop. 1 eq. (15): the matrix form from the score's Jacobian is the exact posterior covariance of a rotated Gaussian
+assert max(cov_err) < 1e-7, cov_err
 print("all claims hold")

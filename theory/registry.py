@@ -55,6 +55,7 @@ NOTEBOOKS = {
     "lemma9-shared-variance": "notebooks/02_theorem1.py",
     "theorem3-decomposition": "notebooks/05_optimal_trajectory.py",
     "proposition2-nonconvex": "notebooks/05_optimal_trajectory.py",
+    "tweedie-matrix": "notebooks/03_gamma_monte_carlo.py",
 }
 RESULTS = tuple(dataclasses.replace(r, notebook=NOTEBOOKS[r.id]) if r.id in NOTEBOOKS else r for r in RESULTS)
 
