@@ -290,12 +290,27 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
                              shape=shape, features_of=features, fd_stderr=fd_se, bootstrap=config.fd_bootstrap,
                              reference=ref, samples_dir=out / "samples", seed=config.seed,
                              batch_size=config.batch_eval, device=device, progress=False, head_models=models)
+    # paired differences against the scalar method of the same family (same seeds: row i shares its noise)
+    from .metrics import frechet_distance_paired_bootstrap
+
+    paired = {}
+    for m in FD_METHODS:
+        base = "analytic-" + m.split("-")[1]
+        if m == base:
+            continue
+        for K in config.Ks:
+            fa, fb = (features(np.load(out / "samples" / f"{mm}_K{K}.npy").astype(np.float32)) for mm in (m, base))
+            reps = frechet_distance_paired_bootstrap(ref, fa, fb, 2 * config.fd_bootstrap, seed=config.seed)
+            paired.setdefault(f"{m} − {base}", {})[K] = {"difference": fd[m][K] - fd[base][K],
+                                                        "stderr": float(np.std(reps, ddof=1))}
     walls["fd"] = time.perf_counter() - t0
 
-    # the sampler's clipping of Cov_x0, at the smallest and largest K
+    # the sampler's clipping of Cov_x0, at the smallest and largest K (reused from a results.json of this config)
     t0 = time.perf_counter()
     clipping = {}
-    for m in COVARIANCE_METHODS:
+    if same_config(old.get("config"), config) and "cov_clipping" in old:
+        clipping = {m: {int(K): v for K, v in d.items()} for m, d in old["cov_clipping"].items()}
+    for m in COVARIANCE_METHODS if not clipping else ():
         for K in sorted({min(config.Ks), max(config.Ks)}):
             rep = {}
             sample(models[m.split("-")[0]], sched, even_trajectory(sched.N, K), m, config.report_samples, shape,
@@ -317,9 +332,12 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
         "ot_grid": grid.tolist(),
         "fd_lenet": {k: {str(K): v for K, v in d.items()} for k, d in fd.items()},
         "fd_lenet_stderr": {k: {str(K): v for K, v in d.items()} for k, d in fd_se.items()},
+        "fd_lenet_paired_difference": {k: {str(K): v for K, v in d.items()} for k, d in paired.items()},
         "fd_lenet_floor": floor, "fd_floor_images": n_floor, "lenet_test_accuracy": clf.test_accuracy, "cov_clipping": {
             m: {str(K): v for K, v in d.items()} for m, d in clipping.items()},
-        "wall_s": walls, "versions": {"python": platform.python_version(), "torch": torch.__version__,
+        "wall_s": walls, "wall_s_earlier_runs": ([old["wall_s"]] + old.get("wall_s_earlier_runs", [])
+                                                 if same_config(old.get("config"), config) and "wall_s" in old else []),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                        "numpy": np.__version__},
         "device": str(device or "cpu"),
     }
@@ -367,6 +385,13 @@ def write_tables(results: dict, out) -> list:
               [[r["t"], f"{r['sn_mean']:.4g}", f"{r['one_minus_gamma']:.4g}", f"{r['sn_negative_fraction']:.3f}",
                 f"{r['npr_mean']:.4g}", f"{r['residual']:.4g}", f"{r['residual_here']:.4g}"]
                for r in results["head_check"]]))
+    pd = results.get("fd_lenet_paired_difference", {})
+    if pd:
+        t2 += ("\nPaired differences against the analytic method of the same family (same seeds, so row i of both "
+               "sets shares its noise; ± the bootstrap standard error of the difference, resampling the same rows "
+               "in both):\n\n" + _md_table(["difference"] + [f"K={k}" for k in Ks],
+                                            [[m] + [f"{d[str(K)]['difference']:+.3f} ± {d[str(K)]['stderr']:.3f}"
+                                                    for K in Ks] for m, d in pd.items()]))
     paths = []
     for name, text in (("table_nll.md", t1), ("table_fd.md", t2), ("head_check.md", t3)):
         (out / name).write_text(text)

@@ -478,3 +478,26 @@ def test_feature_statistics_rejects_unscaled_images(digits_lenet):
         feature_statistics(model, np.full((4, 1, 8, 8), 255.0, dtype=np.float32))
     with pytest.raises(TypeError, match=r"FeatureExtractor protocol"):
         feature_statistics(lambda t: t, x)
+
+
+def test_frechet_bootstrap_spreads_and_pairing_cancels_shared_noise():
+    """The bootstrap spread of FD shrinks like 1/√B; for two paired sets that differ only by a small shift the
+    paired spread of the difference is far below either distance's own spread (the shared noise cancels)."""
+    from analytic_dpm.metrics import (FeatureStatistics, frechet_distance, frechet_distance_bootstrap,
+                                      frechet_distance_paired_bootstrap)
+
+    rng = np.random.default_rng(0)
+    ref = FeatureStatistics.from_features(rng.standard_normal((20000, 4)))
+    small, large = rng.standard_normal((200, 4)), rng.standard_normal((3200, 4))
+    s_small = np.std(frechet_distance_bootstrap(ref, small + 0.5, 100, seed=1), ddof=1)
+    s_large = np.std(frechet_distance_bootstrap(ref, large + 0.5, 100, seed=1), ddof=1)
+    assert 2.0 < s_small / s_large < 8.0  # √16 = 4 expected
+    a = small + 0.5
+    b = small + 0.52
+    reps = frechet_distance_paired_bootstrap(ref, a, b, 100, seed=2)
+    assert np.std(reps, ddof=1) < 0.2 * s_small
+    want = frechet_distance(ref, FeatureStatistics.from_features(a)) - frechet_distance(
+        ref, FeatureStatistics.from_features(b))
+    assert abs(np.mean(reps) - want) < 5 * np.std(reps, ddof=1)
+    with pytest.raises(ValueError, match="paired"):
+        frechet_distance_paired_bootstrap(ref, a, b[:10])

@@ -18,8 +18,8 @@ from .features import (
     kernel_metric_name,
     kid_score,
 )
-from .frechet import (KIDResult, frechet_distance, frechet_distance_bootstrap, kid, polynomial_mmd2_unbiased,
-                      trace_sqrt_product)
+from .frechet import (KIDResult, frechet_distance, frechet_distance_bootstrap, frechet_distance_paired_bootstrap,
+                      kid, polynomial_mmd2_unbiased, trace_sqrt_product)
 from .inception import (
     FID_WEIGHTS_FILENAME,
     FID_WEIGHTS_SHA256,
@@ -51,6 +51,7 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "frechet_distance_bootstrap",
+    "frechet_distance_paired_bootstrap",
     "kernel_metric_name",
     "kid",
     "kid_score",
