@@ -89,6 +89,15 @@ def cov_x0(kind: str, schedule: Schedule, n: int, eps_hat, head):
     return k * head
 
 
+def cov_upper(data_range, clip: bool) -> float | None:
+    """The upper clip of Cov_x0: r² for a data range (a, b), r = (b − a)/2, when ``clip`` (the official
+    ``clip_cov_x0`` to [0, 1] for images in [−1, 1]); None (no upper clip) without a range or without ``clip``."""
+    if not clip or data_range is None:
+        return None
+    r = (data_range[1] - data_range[0]) / 2.0
+    return r * r
+
+
 def clip_cov(cov, upper: float | None):
     """clip(Cov_x0, 0, upper) (the official ``clip_cov_x0``; ``upper`` = r², None: no upper clip), and the numbers of
     elements clipped below and above: (clipped, n_low, n_high)."""
@@ -114,5 +123,5 @@ def diagonal_sigma_sq(schedule: Schedule, s, t, cov, family: str = "ddpm", eta: 
 
 __all__ = [
     "COVARIANCE_METHODS", "HEAD_KINDS", "head_kind_of", "base_method", "check_headed_model", "cov_scale", "cov_x0",
-    "clip_cov", "diagonal_sigma_sq",
+    "cov_upper", "clip_cov", "diagonal_sigma_sq",
 ]

@@ -38,6 +38,7 @@ from .covariance import COVARIANCE_METHODS
 from .gamma import GammaEstimate
 from .image_likelihood import baseline_cost_matrix, collect_bound_statistics, variational_bound
 from .optimal_trajectory import optimal_trajectories_from_costs
+from .pipeline import PRESETS as IMAGE_PRESETS, _finished_model, _load, _md_table, _schedule, fd_lenet_setup
 from .sampling import sample
 from .trajectories import even_trajectory
 
@@ -94,16 +95,9 @@ def same_config(saved: dict | None, config: CovarianceExperimentConfig) -> bool:
     return {k: saved.get(k, v) for k, v in base.items()} == json.loads(json.dumps(config.to_dict()))
 
 
-def _md_table(header, rows) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
-
-
 def _base_run(config: CovarianceExperimentConfig, base_dir: pathlib.Path, base_config=None):
     """(train set, test set, schedule, EMA ε-network, GammaEstimate, base config) of the finished run in base_dir."""
     from .models import UNetConfig
-    from .pipeline import PRESETS as IMAGE_PRESETS, _finished_model, _load, _schedule
 
     bcfg = base_config or IMAGE_PRESETS[config.base]
     train_set, test_set = _load(bcfg)
@@ -230,7 +224,6 @@ def run_covariance_experiment(config: CovarianceExperimentConfig | str = "digits
     import torch
 
     from .models import TorchHeadedModel
-    from .pipeline import fd_lenet_setup
     from .pretrained_eval import sample_fd_table
 
     preset = config if isinstance(config, str) else None

@@ -44,7 +44,8 @@ from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
 from .trajectories import validate_trajectory
 from .posterior import gap as _gap
-from .covariance import COVARIANCE_METHODS, base_method, check_headed_model, cov_scale, cov_x0, head_kind_of
+from .covariance import (COVARIANCE_METHODS, base_method, check_headed_model, cov_scale, cov_upper, cov_x0,
+                         head_kind_of)
 from .variance import (ALL_METHODS, RESIDUAL_METHODS, ReverseVariances, handcrafted_sigma_sq, reverse_variances,
                        theorem2_bounds)
 
@@ -800,23 +801,12 @@ def _collect(eps_model, schedule, traj, x, backend, dev, dtype, data_range, clam
 
     _run(eps_model, schedule, x, backend, dev, dtype, data_range if clamp_x0 else None, seed, first_index, dec_var,
          bin_width, cdf, batch_size, plan, progress, "variational bound", on_result)
-    config = {"seed": seed, "clamp_x0": clamp_x0, "data_range": None if data_range is None else list(data_range),
-              "cdf": cdf, "bin_width": bin_width, "first_index": first_index, "noise_chunk": NOISE_CHUNK,
-              "backend": backend, "device": None if dev is None else str(dev),
-              "dtype": "float64" if dtype is None else str(dtype).replace("torch.", "")}
+    config = _run_config(seed, clamp_x0, data_range, cdf, bin_width, first_index, backend, dev, dtype)
     return BoundStatistics(
         schedule=schedule, trajectory=traj, dim=dim, x0_sq=_readonly(x0_sq), r00=_readonly(r00), r0e=_readonly(r0e),
         ree=_readonly(ree), decoder_nats=_readonly(dec), decoder_var=float(dec_var[traj[1]]), data_range=data_range,
         config=config,
     )
-
-
-def _cov_upper(data_range, clip: bool):
-    """The upper clip of Cov_x0: r² of the data range when ``clip`` (the official clip_cov_x0 to [0, 1] for images)."""
-    if not clip or data_range is None:
-        return None
-    r = (data_range[1] - data_range[0]) / 2.0
-    return r * r
 
 
 def _run_config(seed, clamp_x0, data_range, cdf, bin_width, first_index, backend, dev, dtype) -> dict:
@@ -834,7 +824,7 @@ def _diagonal_bound(eps_model, schedule, traj, method, x, backend, dev, dtype, d
     _check_defined(rv, method)
     M, K = int(x.shape[0]), rv.K
     dim = int(math.prod(int(v) for v in x.shape[1:]))
-    upper = _cov_upper(data_range, clip)
+    upper = cov_upper(data_range, clip)
     plan = [(int(traj[1]), False, True)]
     plan += [(int(rv.t[k]), False, False, _diag_spec(schedule, method, [int(rv.s[k])], int(rv.t[k]), rv.eta, upper))
              for k in range(1, K)]
@@ -1162,10 +1152,7 @@ def baseline_cost_matrix(eps_model, schedule: Schedule, x0, method: str = "ddpm-
              "dec_second": dec_second, "x0_sq_mean": x0_sq_sum[0] / M}
     dv = np.full(N + 1, np.nan)
     dv[grid] = dec_var[grid]
-    config = {"seed": seed, "clamp_x0": clamp_x0, "data_range": None if data_range is None else list(data_range),
-              "cdf": cdf, "bin_width": bin_width, "first_index": first_index, "noise_chunk": NOISE_CHUNK,
-              "backend": backend, "device": None if dev is None else str(dev),
-              "dtype": "float64" if dtype is None else str(dtype).replace("torch.", "")}
+    config = _run_config(seed, clamp_x0, data_range, cdf, bin_width, first_index, backend, dev, dtype)
     return _assemble(schedule, method, gamma, eta, clip, data_range, grid, stats, dim, M, _readonly(dv), config)
 
 
@@ -1175,7 +1162,7 @@ def _diagonal_cost_matrix(eps_model, schedule, method, grid, x, backend, dev, dt
     M = int(x.shape[0])
     dim = int(math.prod(int(v) for v in x.shape[1:]))
     eta = float(eta)
-    upper = _cov_upper(data_range, clip)
+    upper = cov_upper(data_range, clip)
     specs = [_diag_spec(schedule, method, grid[grid < t], int(t), eta, upper) for t in grid]
     sums = [np.zeros(sp.s.size) for sp in specs]
     sqs = [np.zeros(sp.s.size) for sp in specs]

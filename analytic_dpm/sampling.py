@@ -33,8 +33,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._validate import as_float, as_int, choice, check_data_range
-from .covariance import (COVARIANCE_METHODS, base_method, check_headed_model, clip_cov, cov_scale, cov_x0,
-                         head_kind_of)
+from .covariance import (COVARIANCE_METHODS, base_method, check_headed_model, clip_cov, cov_scale, cov_upper,
+                         cov_x0, head_kind_of)
 from .posterior import family_of, posterior_coefficients, residual_var
 from .schedules import Schedule
 from .variance import ALL_METHODS, ReverseVariances, pixel_clip_threshold, reverse_variances
@@ -210,8 +210,7 @@ def coefficient_table(
         c2 = np.array(cov_scale(schedule, s, t, family, eta), dtype=np.float64)
         c2[0] = 0.0  # the last step outputs its mean
         c2.setflags(write=False)
-        r = None if data_range is None else (data_range[1] - data_range[0]) / 2.0
-        extra = dict(head_kind=head_kind, cov_scale=c2, cov_upper=(r * r if clip and r is not None else None))
+        extra = dict(head_kind=head_kind, cov_scale=c2, cov_upper=cov_upper(data_range, clip))
     arrays = dict(
         coef_x0=coef_x0, coef_xt=coef_xt, coef_eps=coef_eps, noise_scale=np.sqrt(sigma_sq), sigma_sq=sigma_sq,
         x0_from_xt=np.exp(-0.5 * schedule.log_alpha_bar[t]),

@@ -141,6 +141,22 @@ def frechet_distance(mu1, sigma1, mu2=None, sigma2=None) -> float:
     return max(value, 0.0)
 
 
+def _bootstrap_distances(reference, feature_sets, num_resamples: int, seed: int) -> np.ndarray:
+    """(num_resamples, len(feature_sets)) Fréchet distances to ``reference`` (held fixed) of the Gaussians fitted to
+    each set resampled with the same B row indices (the sets are checked to have B >= 2 rows each)."""
+    R = as_int("num_resamples", num_resamples, minimum=2, fix="E.g. 100.")
+    mu_r, sig_r = _mean_cov("reference", reference)
+    rng = np.random.default_rng(as_int("seed", seed, minimum=0))
+    B = feature_sets[0].shape[0]
+    out = np.empty((R, len(feature_sets)))
+    for i in range(R):
+        idx = rng.integers(0, B, B)
+        for j, f in enumerate(feature_sets):
+            st = FeatureStatistics.from_features(f[idx])
+            out[i, j] = frechet_distance(mu_r, sig_r, st.mean, st.cov)
+    return out
+
+
 def frechet_distance_bootstrap(reference, features, num_resamples: int = 100, seed: int = 0) -> np.ndarray:
     """Bootstrap replicates of the Fréchet distance between ``reference`` (FeatureStatistics or (μ, Σ), held fixed:
     the reference set is large and shared by every row of a table) and the Gaussian fitted to ``features`` (B, D),
@@ -150,15 +166,7 @@ def frechet_distance_bootstrap(reference, features, num_resamples: int = 100, se
     feats = _as_feature_matrix("features", features, None)
     if feats.shape[0] < 2:
         raise ValueError(f"features must have at least 2 rows to resample; got {feats.shape[0]}.")
-    R = as_int("num_resamples", num_resamples, minimum=2, fix="E.g. 100.")
-    mu_r, sig_r = _mean_cov("reference", reference)
-    rng = np.random.default_rng(as_int("seed", seed, minimum=0))
-    out = np.empty(R)
-    B = feats.shape[0]
-    for i in range(R):
-        st = FeatureStatistics.from_features(feats[rng.integers(0, B, B)])
-        out[i] = frechet_distance(mu_r, sig_r, st.mean, st.cov)
-    return out
+    return _bootstrap_distances(reference, [feats], num_resamples, seed)[:, 0]
 
 
 def frechet_distance_paired_bootstrap(reference, features_a, features_b, num_resamples: int = 200,
@@ -172,16 +180,8 @@ def frechet_distance_paired_bootstrap(reference, features_a, features_b, num_res
     if fa.shape != fb.shape or fa.shape[0] < 2:
         raise ValueError(f"features_a and features_b must be paired: the same shape with at least 2 rows; got "
                          f"{fa.shape} and {fb.shape}.")
-    R = as_int("num_resamples", num_resamples, minimum=2, fix="E.g. 200.")
-    mu_r, sig_r = _mean_cov("reference", reference)
-    rng = np.random.default_rng(as_int("seed", seed, minimum=0))
-    out = np.empty(R)
-    B = fa.shape[0]
-    for i in range(R):
-        idx = rng.integers(0, B, B)
-        sa, sb = FeatureStatistics.from_features(fa[idx]), FeatureStatistics.from_features(fb[idx])
-        out[i] = frechet_distance(mu_r, sig_r, sa.mean, sa.cov) - frechet_distance(mu_r, sig_r, sb.mean, sb.cov)
-    return out
+    d = _bootstrap_distances(reference, [fa, fb], num_resamples, seed)
+    return d[:, 0] - d[:, 1]
 
 
 # ------------------------------------------------------------------------------------------------------------ KID

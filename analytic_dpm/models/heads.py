@@ -43,10 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validate import as_int, choice
+from ..covariance import HEAD_KINDS  # "sn" (h ≈ E[ε² | x_n]) and "npr" (g ≈ E[(ε − ε̂)² | x_n])
 from .unet import ResBlock, UNet, _groups
 
-#: Head kinds: ``"sn"`` (h ≈ E[ε² | x_n]) and ``"npr"`` (g ≈ E[(ε − ε̂)² | x_n]).
-HEAD_KINDS = ("sn", "npr")
 #: Head architectures (X's ``mode``): ``"simple"`` (GroupNorm → SiLU → zero conv) and ``"complex"`` (ResBlock first).
 HEAD_MODES = ("simple", "complex")
 HEAD_FORMAT = "analytic_dpm.models.heads.head/1"

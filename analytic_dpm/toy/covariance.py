@@ -45,15 +45,13 @@ from functools import cached_property
 import numpy as np
 
 from .._validate import _show, choice
+from ..covariance import HEAD_KINDS  # the head kinds of a headed model
 from ..likelihood import prior_kl_per_dim, ratio_minus_1_minus_log
 from ..schedules import Schedule
 from ..trajectories import transitions, validate_trajectory
 from .exact import _check_eps_model, frechet_distance_same_basis
 from .gaussian import ExactEpsModel, GaussianData, _as_batch, _check_schedule, _check_timestep
 from .imperfect import ImperfectEps
-
-#: head kinds of a headed model (the contract of analytic_dpm.covariance)
-HEAD_KINDS = ("sn", "npr")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
